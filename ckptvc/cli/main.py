@@ -1,0 +1,326 @@
+"""`ckptvc` commands. Each is a thin wrapper over ckptvc.Repo; errors become one
+line on stderr and an exit code (1 failure, 2 bad input; docs/cli.md)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+
+import click
+
+from ckptvc import __version__
+from ckptvc.cli.output import RichProgress, err, human, out, print_json
+from ckptvc.errors import CkptvcError
+
+
+def handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CkptvcError as exc:
+            err.print(f"ckptvc: error: {exc}", markup=False)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("ckptvc: interrupted; nothing partial was left behind (run the command again to resume)")
+            sys.exit(130)
+
+    return wrapper
+
+
+def open_repo(progress: bool = True):
+    from ckptvc.repo import Repo
+
+    return Repo.open(".", RichProgress(enabled=None if progress else False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ckptvc")
+def main() -> None:
+    """Version control for large ML checkpoints, next to git.
+
+    \b
+    Example:
+      git init && ckptvc init --remote /mnt/nvme/ckpt-remote
+      ckptvc add runs/r7/step-4000.safetensors
+      ckptvc commit -m "r7 step 4000" && ckptvc push
+    """
+
+
+@main.command()
+@click.option("--remote", "remote_url", metavar="URL", help="Also add URL as the default remote 'origin'.")
+@handle_errors
+def init(remote_url: str | None) -> None:
+    """Make this git work tree a ckptvc repository (idempotent).
+
+    \b
+    Example:
+      git init && ckptvc init --remote /mnt/shared/ckpt-store
+    """
+    from ckptvc.repo import Repo
+
+    repo = Repo.init(".", remote_url)
+    out.print(f"Initialized ckptvc in {repo.dir}")
+    if repo.config.default_remote:
+        rc = repo.config.remotes[repo.config.default_remote]
+        out.print(f"default remote: {rc.name} -> {rc.url}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--parent", metavar="PATH[@REV]", help="Code as a delta against this artifact version.")
+@handle_errors
+def add(paths: tuple[str, ...], parent: str | None) -> None:
+    """Track files or directories: store their content, write PATH.ckpt pointers.
+
+    \b
+    Example:
+      ckptvc add runs/r7/step-4000.safetensors
+      ckptvc add tokenizer/            # a directory is one artifact
+    """
+    with open_repo() as repo:
+        t0 = time.perf_counter()
+        results = repo.add(list(paths), parent=parent)
+        dt = time.perf_counter() - t0
+    for r in results:
+        if r.unchanged:
+            out.print(f"unchanged  {r.path}")
+        else:
+            out.print(f"added      {r.path}  ({human(r.size)}, {human(r.new_bytes)} new in cache) -> {r.pointer_path}")
+    if results and not all(r.unchanged for r in results):
+        out.print(f"[dim]{dt:.1f}s; next: ckptvc commit -m MSG[/dim]")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (docs/cli.md).")
+@handle_errors
+def status(paths: tuple[str, ...], as_json: bool) -> None:
+    """Show each tracked artifact: workspace, cache and remote state.
+
+    \b
+    Example:
+      ckptvc status
+      ckptvc status --json runs/
+    """
+    with open_repo(progress=False) as repo:
+        remote, rows = repo.status(list(paths) or None)
+    if as_json:
+        print_json({"remote": remote, "artifacts": [r.to_dict() for r in rows]})
+        return
+    if not rows:
+        out.print("no tracked artifacts")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("artifact", "workspace", "cache", f"remote ({remote})" if remote else "remote"):
+        table.add_column(col)
+    for r in rows:
+        ws = {"clean": "[green]clean[/]", "modified": "[yellow]modified[/]", "missing": "[red]missing[/]"}[r.workspace]
+        remote_cell = "-" if r.on_remote is None else ("yes" if r.on_remote else "[yellow]not pushed[/]")
+        table.add_row(r.path, ws, "yes" if r.in_cache else "[red]missing[/]", remote_cell)
+    out.print(table)
+
+
+@main.command()
+@click.option("-m", "--message", required=True, help="Commit message.")
+@handle_errors
+def commit(message: str) -> None:
+    """Commit pointer files, .gitignore entries and the config to git.
+
+    \b
+    Example:
+      ckptvc commit -m "r7 step 4000"
+    """
+    with open_repo() as repo:
+        sha = repo.commit(message)
+    out.print(sha)
+
+
+@main.command()
+@click.argument("args", nargs=-1)
+@click.option("--rev", help="Force the revision (when a path has the same name).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite files with changes that are not added.")
+@click.option("-r", "--remote", help="Remote to fetch missing objects from (default: the default remote).")
+@click.option("-o", "--output", type=click.Path(), help="Restore under this directory instead of the work tree.")
+@handle_errors
+def checkout(args: tuple[str, ...], rev: str | None, force: bool, remote: str | None, output: str | None) -> None:
+    """Make workspace files match their pointers, as of now or of any git revision.
+
+    \b
+    ARGS is [REV] [PATH...]. A first argument that names a tracked path is a path;
+    otherwise it is a revision (branch, tag, ckptvc tag, commit). --rev forces it.
+    Example:
+      ckptvc checkout                         # every artifact, current pointers
+      ckptvc checkout model.safetensors       # one artifact
+      ckptvc checkout v1.2 runs/r7            # as of tag v1.2
+    """
+    with open_repo() as repo:
+        if rev is not None:
+            paths = list(args)
+        else:
+            rev, paths = repo.resolve_target(list(args))
+        t0 = time.perf_counter()
+        res = repo.checkout(rev, paths or None, force=force, remote=remote, output=output)
+        dt = time.perf_counter() - t0
+    for p in res.restored:
+        out.print(f"restored   {p}  (blake3 verified)")
+    out.print(f"{len(res.restored)} restored, {len(res.unchanged)} already up to date"
+              + (f" (as of {rev})" if rev else "") + f" in {dt:.1f}s")
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (docs/cli.md).")
+@handle_errors
+def log(path: str | None, as_json: bool) -> None:
+    """History of each artifact: commit, date, message, size, bytes stored.
+
+    \b
+    Example:
+      ckptvc log runs/r7/step.safetensors
+    """
+    with open_repo(progress=False) as repo:
+        entries = repo.log(path)
+    if as_json:
+        print_json({"versions": [e.to_dict() for e in entries]})
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("commit", "date", "artifact", "size", "stored", "message"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(e.commit[:10], time.strftime("%Y-%m-%d %H:%M", time.localtime(e.date)), e.path,
+                      human(e.size), human(e.stored_bytes), e.message.splitlines()[0] if e.message else "")
+    out.print(table)
+
+
+@main.group()
+def remote() -> None:
+    """Manage remotes (kept in the committed .ckptvc/config.toml).
+
+    \b
+    Example:
+      ckptvc remote add origin /mnt/nvme/ckpt --default
+    """
+
+
+@remote.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--default", "make_default", is_flag=True, help="Make it the default remote.")
+@handle_errors
+def remote_add(name: str, url: str, make_default: bool) -> None:
+    """Add a remote: a local path or file:// URL.
+
+    \b
+    Example:
+      ckptvc remote add origin /mnt/nvme/ckpt --default
+    """
+    with open_repo() as repo:
+        repo.remote_add(name, url, default=make_default)
+        default = repo.config.default_remote
+    out.print(f"remote {name} -> {url}" + (" (default)" if default == name else ""))
+
+
+@remote.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def remote_list(as_json: bool) -> None:
+    """List remotes.
+
+    \b
+    Example:
+      ckptvc remote list --json
+    """
+    with open_repo(progress=False) as repo:
+        cfg = repo.config
+    rows = [{"name": r.name, "url": r.url, "default": r.name == cfg.default_remote} for r in cfg.remotes.values()]
+    if as_json:
+        print_json({"remotes": rows})
+        return
+    for r in rows:
+        out.print(f"{r['name']}\t{r['url']}" + ("\t(default)" if r["default"] else ""), markup=False)
+
+
+@remote.command("remove")
+@click.argument("name")
+@handle_errors
+def remote_remove(name: str) -> None:
+    """Remove a remote from the config (its data is not touched).
+
+    \b
+    Example:
+      ckptvc remote remove old-nfs
+    """
+    with open_repo() as repo:
+        repo.remote_remove(name)
+    out.print(f"removed remote {name}")
+
+
+@main.command()
+@click.option("-r", "--remote", "remote_name", help="Remote name (default: the default remote).")
+@click.option("--all-commits", is_flag=True, help="Every version reachable in git history, not only the workspace.")
+@handle_errors
+def push(remote_name: str | None, all_commits: bool) -> None:
+    """Upload the objects of tracked artifacts that the remote lacks.
+
+    \b
+    Example:
+      ckptvc push
+      ckptvc push -r backup --all-commits
+    """
+    with open_repo() as repo:
+        t0 = time.perf_counter()
+        name, stats = repo.push(remote_name, all_commits=all_commits)
+        dt = time.perf_counter() - t0
+    out.print(f"pushed {stats.objects} objects ({human(stats.bytes)}) to {name} in {dt:.1f}s"
+              + (f"; {stats.skipped} artifact versions already there" if stats.skipped else ""))
+
+
+@main.command()
+@click.argument("rev", required=False)
+@click.option("-r", "--remote", "remote_name", help="Remote name (default: the default remote).")
+@click.option("--all-commits", is_flag=True, help="Every version reachable in git history.")
+@handle_errors
+def fetch(rev: str | None, remote_name: str | None, all_commits: bool) -> None:
+    """Download missing objects into the cache (workspace untouched).
+
+    \b
+    Example:
+      ckptvc fetch            # what the workspace pointers need
+      ckptvc fetch v1.2       # what tag v1.2 needs
+    """
+    with open_repo() as repo:
+        t0 = time.perf_counter()
+        name, stats = repo.fetch(remote_name, rev, all_commits=all_commits)
+        dt = time.perf_counter() - t0
+    out.print(f"fetched {stats.objects} objects ({human(stats.bytes)}) from {name} in {dt:.1f}s")
+
+
+@main.command()
+@click.argument("rev", required=False)
+@click.option("-r", "--remote", "remote_name", help="Remote name (default: the default remote).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite files with changes that are not added.")
+@handle_errors
+def pull(rev: str | None, remote_name: str | None, force: bool) -> None:
+    """Fetch, then checkout.
+
+    \b
+    Example:
+      git clone ... && cd repo && ckptvc pull
+    """
+    with open_repo() as repo:
+        t0 = time.perf_counter()
+        res = repo.pull(remote_name, rev, force=force)
+        dt = time.perf_counter() - t0
+    for p in res.restored:
+        out.print(f"restored   {p}  (blake3 verified)")
+    out.print(f"{len(res.restored)} restored, {len(res.unchanged)} already up to date in {dt:.1f}s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

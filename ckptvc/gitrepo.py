@@ -1,0 +1,149 @@
+"""Git access through dulwich: find the work tree, read pointers at any revision,
+commit, and maintain .gitignore. No `git` binary is needed."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from dulwich import porcelain
+from dulwich.errors import NotGitRepository
+from dulwich.objects import Blob, Commit, Tag
+from dulwich.repo import Repo as DulwichRepo
+
+from ckptvc.errors import NotARepositoryError, UserInputError
+from ckptvc.pointer import POINTER_SUFFIX
+
+
+class GitRepo:
+    def __init__(self, repo: DulwichRepo):
+        self.repo = repo
+        self.root = Path(repo.path).resolve()
+
+    @classmethod
+    def discover(cls, start: str | os.PathLike[str] = ".") -> GitRepo:
+        try:
+            repo = DulwichRepo.discover(str(start))
+        except NotGitRepository:
+            raise NotARepositoryError(
+                f"{Path(start).resolve()}: not inside a git work tree (run 'git init' first)"
+            ) from None
+        if repo.bare:
+            raise NotARepositoryError(f"{repo.path}: a bare git repository has no work tree")
+        return cls(repo)
+
+    def close(self) -> None:
+        self.repo.close()
+
+    # ------------------------------------------------------------ revisions
+
+    def resolve(self, rev: str) -> Commit | None:
+        """The commit a revision names (branch, tag, ckpt tag, sha, HEAD~n), or None."""
+        from dulwich.objectspec import parse_commit
+
+        candidates = [rev]
+        if "/" not in rev and not rev.startswith("refs/"):
+            candidates.append(f"refs/tags/ckpt/{rev}")
+        for cand in candidates:
+            try:
+                obj = parse_commit(self.repo, cand.encode())
+            except (KeyError, ValueError, NotImplementedError, AssertionError, TypeError):
+                continue
+            while isinstance(obj, Tag):
+                obj = self.repo[obj.object[1]]
+            if isinstance(obj, Commit):
+                return obj
+        return None
+
+    def head(self) -> Commit | None:
+        try:
+            return self.repo[self.repo.head()]
+        except KeyError:
+            return None
+
+    def pointer_blobs(self, commit: Commit) -> Iterator[tuple[str, bytes]]:
+        """(path, content) of every *.ckpt file in a commit's tree."""
+        store = self.repo.object_store
+        for entry in store.iter_tree_contents(commit.tree):
+            path = entry.path.decode("utf-8", "surrogateescape")
+            if path.endswith(POINTER_SUFFIX) and entry.mode & 0o170000 == 0o100000:
+                blob = store[entry.sha]
+                if isinstance(blob, Blob) and len(blob.data) <= (1 << 20):
+                    yield path, blob.data
+
+    def walk_commits(self, include: list[bytes] | None = None) -> Iterator[Commit]:
+        heads = include
+        if heads is None:
+            heads = []
+            for ref, sha in self.repo.get_refs().items():
+                if ref.startswith((b"refs/heads/", b"refs/tags/", b"refs/remotes/")) or ref == b"HEAD":
+                    heads.append(sha)
+        seen_heads = []
+        for sha in heads:
+            obj = self.repo[sha]
+            while isinstance(obj, Tag):
+                obj = self.repo[obj.object[1]]
+            if isinstance(obj, Commit):
+                seen_heads.append(obj.id)
+        if not seen_heads:
+            return
+        for entry in self.repo.get_walker(include=seen_heads):
+            yield entry.commit
+
+    # ------------------------------------------------------------ committing
+
+    def identity(self) -> bytes:
+        cfg = self.repo.get_config_stack()
+        try:
+            name = cfg.get((b"user",), b"name").decode()
+            email = cfg.get((b"user",), b"email").decode()
+        except KeyError:
+            name = os.environ.get("GIT_AUTHOR_NAME") or getpass.getuser()
+            email = os.environ.get("GIT_AUTHOR_EMAIL") or f"{getpass.getuser()}@{socket.gethostname()}"
+        return f"{name} <{email}>".encode()
+
+    def stage(self, paths: list[Path]) -> None:
+        present = [str(p) for p in paths if p.exists()]
+        gone = [p for p in paths if not p.exists()]
+        if present:
+            porcelain.add(self.repo, paths=present)
+        if gone:
+            index = self.repo.open_index()
+            tracked = [p for p in gone if str(p.relative_to(self.root)).encode() in index]
+            if tracked:
+                porcelain.remove(self.repo, paths=[str(p) for p in tracked], cached=True)
+
+    def commit(self, message: str) -> str:
+        ident = self.identity()
+        try:
+            sha = porcelain.commit(self.repo, message=message.encode("utf-8"), author=ident, committer=ident)
+        except Exception as exc:  # dulwich raises several types for hook failures
+            if exc.__class__.__name__ in ("HookError", "CommitError"):
+                raise UserInputError(f"commit refused: {exc}") from None
+            raise
+        return sha.decode()
+
+    def staged_changes(self) -> bool:
+        st = porcelain.status(self.repo, untracked_files="no")
+        return any(st.staged[k] for k in ("add", "delete", "modify"))
+
+
+def add_to_gitignore(root: Path, artifact: Path) -> Path:
+    """Ignore `artifact` in the .gitignore of its directory (as DVC does); returns it."""
+    from ckptvc.stores.local import atomic_write_file
+
+    gi = artifact.parent / ".gitignore"
+    entry = "/" + artifact.name
+    try:
+        text = gi.read_text("utf-8")
+    except FileNotFoundError:
+        text = ""
+    if entry in text.splitlines():
+        return gi
+    if text and not text.endswith("\n"):
+        text += "\n"
+    atomic_write_file(gi, (text + entry + "\n").encode("utf-8"))
+    return gi

@@ -1,0 +1,72 @@
+"""The stored form of every object: a fixed header, codec parameters, a payload.
+
+    offset size  field
+    0      4     magic b"CKVO"
+    4      1     envelope version (1)
+    5      1     codec id (see codecs.py)
+    6      2     length of codec params, little-endian
+    8      8     raw (decoded) size, little-endian
+    16     32    blake3 of the payload: transfers and fsck check stored bytes
+                 without decoding (a delta would need its base for that)
+    48     P     codec params
+    48+P   ...   payload
+
+The object's id is NOT in here: it is the blake3 of the decoded content and the
+key under which the store keeps the envelope. Codecs change the envelope, never the id.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import blake3
+
+from ckptvc.errors import CorruptObjectError
+
+MAGIC = b"CKVO"
+ENVELOPE_VERSION = 1
+HEADER = struct.Struct("<4sBBHQ32s")
+HEADER_SIZE = HEADER.size  # 48
+# Chunks are at most 16 MiB raw; manifests of huge directories may be larger.
+MAX_RAW_SIZE = 1 << 30
+
+
+@dataclass(frozen=True)
+class Envelope:
+    codec: int
+    raw_size: int
+    params: bytes
+    payload: memoryview | bytes
+
+
+def pack(codec: int, raw_size: int, params: bytes, payload: bytes | memoryview) -> bytes:
+    digest = blake3.blake3(payload).digest()
+    return b"".join((HEADER.pack(MAGIC, ENVELOPE_VERSION, codec, len(params), raw_size, digest), params, payload))
+
+
+def parse_header(data: bytes | memoryview, where: str) -> tuple[int, int, bytes, int]:
+    """(codec, raw_size, params, payload_offset) from the head of an envelope."""
+    if len(data) < HEADER_SIZE:
+        raise CorruptObjectError(f"{where}: truncated object header")
+    magic, version, codec, plen, raw_size, _ = HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise CorruptObjectError(f"{where}: not a ckptvc object (bad magic)")
+    if version != ENVELOPE_VERSION:
+        raise CorruptObjectError(f"{where}: unknown object envelope version {version}")
+    if raw_size > MAX_RAW_SIZE:
+        raise CorruptObjectError(f"{where}: implausible raw size {raw_size}")
+    if len(data) < HEADER_SIZE + plen:
+        raise CorruptObjectError(f"{where}: truncated codec params")
+    params = bytes(data[HEADER_SIZE : HEADER_SIZE + plen])
+    return codec, raw_size, params, HEADER_SIZE + plen
+
+
+def unpack(data: bytes, where: str) -> Envelope:
+    """Parse and check the payload checksum; raises CorruptObjectError."""
+    codec, raw_size, params, off = parse_header(data, where)
+    payload = memoryview(data)[off:]
+    expected = bytes(data[16:48])
+    if blake3.blake3(payload).digest() != expected:
+        raise CorruptObjectError(f"{where}: stored bytes are corrupt (payload checksum mismatch)")
+    return Envelope(codec, raw_size, params, payload)

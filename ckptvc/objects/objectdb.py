@@ -1,0 +1,202 @@
+"""ObjectDB: content-addressed objects over stores, every read verified.
+
+Reads try the cache first, then each remote in order (hot to cold); an object read
+from a remote is checked and kept in the cache. A raw read decodes delta chains
+and proves the result against the id; nothing unverified is ever returned.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ckptvc.errors import CorruptObjectError, MissingObjectError
+from ckptvc.ids import hash_bytes, is_valid_id
+from ckptvc.objects import codecs, envelope
+from ckptvc.objects.manifest import Manifest
+from ckptvc.stores.base import Store
+
+OBJECTS_PREFIX = "objects/"
+
+
+def object_key(oid: str) -> str:
+    if not is_valid_id(oid):
+        raise CorruptObjectError(f"invalid object id {oid!r}")
+    return f"{OBJECTS_PREFIX}{oid[:2]}/{oid[2:]}"
+
+
+def key_to_id(key: str) -> str | None:
+    if not key.startswith(OBJECTS_PREFIX):
+        return None
+    rest = key[len(OBJECTS_PREFIX):]
+    oid = rest.replace("/", "")
+    return oid if is_valid_id(oid) and rest[2:3] == "/" else None
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    codec: int
+    raw_size: int
+    base: str | None
+    depth: int
+
+
+def info_of(data: bytes | memoryview, where: str) -> ObjectInfo:
+    codec, raw_size, params, _ = envelope.parse_header(data, where)
+    return ObjectInfo(codec, raw_size, codecs.delta_base(codec, params), codecs.chain_depth(codec, params))
+
+
+def check_envelope(data: bytes, where: str) -> ObjectInfo:
+    """Verify stored bytes without decoding: header sane and payload checksum right."""
+    env = envelope.unpack(data, where)
+    return ObjectInfo(env.codec, env.raw_size, codecs.delta_base(env.codec, env.params),
+                      codecs.chain_depth(env.codec, env.params))
+
+
+class _RawCache:
+    """A small LRU of verified raw objects, bounded in bytes: chunks of consecutive
+    versions share delta bases, and decoding a base twice costs a whole chain."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.used = 0
+        self.items: OrderedDict[str, bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, oid: str) -> bytes | None:
+        with self.lock:
+            data = self.items.get(oid)
+            if data is not None:
+                self.items.move_to_end(oid)
+            return data
+
+    def put(self, oid: str, data: bytes) -> None:
+        if len(data) > self.max_bytes // 4:
+            return
+        with self.lock:
+            if oid in self.items:
+                return
+            self.items[oid] = data
+            self.used += len(data)
+            while self.used > self.max_bytes:
+                _, old = self.items.popitem(last=False)
+                self.used -= len(old)
+
+
+class ObjectDB:
+    def __init__(self, cache: Store, remotes: Sequence[Store] = (), raw_cache_bytes: int = 32 << 20):
+        self.cache = cache
+        self.remotes = list(remotes)
+        self._raw = _RawCache(raw_cache_bytes)
+
+    # ------------------------------------------------------------ presence
+
+    def has(self, oid: str) -> bool:
+        return self.cache.exists(object_key(oid))
+
+    def missing(self, oids: Iterable[str], store: Store | None = None) -> set[str]:
+        store = store or self.cache
+        wanted = {object_key(o): o for o in oids}
+        present = store.exists_many(wanted)
+        return {o for k, o in wanted.items() if k not in present}
+
+    def info(self, oid: str) -> ObjectInfo:
+        """Header facts from the cache copy (no payload read)."""
+        key = object_key(oid)
+        try:
+            head = self.cache.read_prefix(key, envelope.HEADER_SIZE + 64)
+        except KeyError:
+            raise MissingObjectError(f"object {oid[:12]} is not in the cache") from None
+        return info_of(head, f"{self.cache.url}: object {oid[:12]}")
+
+    # ------------------------------------------------------------ writing
+
+    def put_encoded(self, oid: str, enc: codecs.Encoded, raw_size: int) -> bool:
+        return self.cache.write(object_key(oid), envelope.pack(enc.codec, raw_size, enc.params, enc.payload))
+
+    def put_raw(self, data: bytes, width: int = 1, level: int = 3) -> str:
+        oid = hash_bytes(data)
+        if not self.has(oid):
+            self.put_encoded(oid, codecs.encode_standalone(data, width, level), len(data))
+        return oid
+
+    def put_manifest(self, manifest: Manifest) -> str:
+        return self.put_raw(manifest.to_bytes(), 1, 9)
+
+    # ------------------------------------------------------------ reading
+
+    def read_stored(self, oid: str) -> bytes:
+        """The verified envelope bytes of an object, fetched into the cache if needed."""
+        key = object_key(oid)
+        errors: list[str] = []
+        try:
+            data = self.cache.read(key)
+            check_envelope(data, f"{self.cache.url}: object {oid[:12]}")
+            return data
+        except KeyError:
+            pass
+        except CorruptObjectError as exc:
+            if not self.remotes:
+                raise
+            errors.append(str(exc))
+            self.cache.delete(key)  # proven corrupt; a verified copy replaces it below
+        for remote in self.remotes:
+            try:
+                data = remote.read(key)
+            except KeyError:
+                continue
+            try:
+                check_envelope(data, f"{remote.url}: object {oid[:12]}")
+            except CorruptObjectError as exc:
+                errors.append(str(exc))
+                continue
+            self.cache.write(key, data)
+            return data
+        if errors:
+            raise CorruptObjectError(errors[0])
+        where = ", ".join([self.cache.url] + [r.url for r in self.remotes])
+        raise MissingObjectError(f"object {oid[:12]} is missing (looked in {where})")
+
+    def get_raw(self, oid: str, _depth: int = 0) -> bytes:
+        cached = self._raw.get(oid)
+        if cached is not None:
+            return cached
+        if _depth > 256:
+            raise CorruptObjectError(f"object {oid[:12]}: delta chain too deep or cyclic")
+        data = self.read_stored(oid)
+        where = f"object {oid[:12]}"
+        env = envelope.unpack(data, where)
+        raw = codecs.decode(env.codec, env.params, env.payload, env.raw_size, where,
+                            lambda base: self.get_raw(base, _depth + 1))
+        if hash_bytes(raw) != oid:
+            raise CorruptObjectError(f"{where}: content does not match its id (corrupt object or delta base)")
+        if env.codec in codecs.DELTA_CODECS or _depth > 0:
+            self._raw.put(oid, raw)
+        return raw
+
+    def get_manifest(self, oid: str) -> Manifest:
+        return Manifest.from_bytes(self.get_raw(oid), f"manifest {oid[:12]}")
+
+    # ------------------------------------------------------------ closure
+
+    def closure(self, oids: Iterable[str], store: Store | None = None) -> set[str]:
+        """Every object needed to decode `oids` in `store`: the objects and the delta
+        bases their stored forms name, read from headers in that store."""
+        store = store or self.cache
+        seen: set[str] = set()
+        todo = [o for o in oids]
+        while todo:
+            oid = todo.pop()
+            if oid in seen:
+                continue
+            seen.add(oid)
+            try:
+                head = store.read_prefix(object_key(oid), envelope.HEADER_SIZE + 64)
+            except KeyError:
+                continue
+            base = info_of(head, f"{store.url}: object {oid[:12]}").base
+            if base and base not in seen:
+                todo.append(base)
+        return seen

@@ -1,0 +1,78 @@
+"""The local state table: what ckptvc already knows about workspace files.
+
+(path, inode, mtime_ns, size) -> the file's blake3 and its manifest entry, so an
+unchanged file is never read or hashed again. Kept in `.ckptvc/state/state.db`
+(SQLite, WAL): safe for two processes at once, and losing it only costs a rehash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, ino INTEGER, mtime_ns INTEGER, size INTEGER,
+    blake3 TEXT, entry TEXT);
+CREATE TABLE IF NOT EXISTS pushed (remote TEXT, manifest TEXT, PRIMARY KEY (remote, manifest));
+"""
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    ino: int
+    mtime_ns: int
+    size: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStamp:
+        return cls(st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class StateDB:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), timeout=60, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def lookup(self, path: str, stamp: FileStamp) -> tuple[str, dict] | None:
+        row = self.db.execute(
+            "SELECT ino, mtime_ns, size, blake3, entry FROM files WHERE path = ?", (path,)
+        ).fetchone()
+        if row is None or (row[0], row[1], row[2]) != (stamp.ino, stamp.mtime_ns, stamp.size):
+            return None
+        return row[3], (json.loads(row[4]) if row[4] else {})
+
+    def lookup_many(self, paths: list[str]) -> dict[str, tuple[int, int, int, str]]:
+        out: dict[str, tuple[int, int, int, str]] = {}
+        for i in range(0, len(paths), 500):
+            part = paths[i : i + 500]
+            q = f"SELECT path, ino, mtime_ns, size, blake3 FROM files WHERE path IN ({','.join('?' * len(part))})"
+            for row in self.db.execute(q, part):
+                out[row[0]] = (row[1], row[2], row[3], row[4])
+        return out
+
+    def record(self, path: str, stamp: FileStamp, digest: str, entry: dict | None = None) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+            (path, stamp.ino, stamp.mtime_ns, stamp.size, digest, json.dumps(entry) if entry else None),
+        )
+
+    def mark_pushed(self, remote: str, manifests: list[str]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO pushed VALUES (?, ?)", [(remote, m) for m in manifests])
+
+    def pushed(self, remote: str, manifests: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(manifests), 500):
+            part = manifests[i : i + 500]
+            q = f"SELECT manifest FROM pushed WHERE remote = ? AND manifest IN ({','.join('?' * len(part))})"
+            found.update(r[0] for r in self.db.execute(q, [remote, *part]))
+        return found

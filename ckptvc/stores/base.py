@@ -1,0 +1,56 @@
+"""The one store interface.
+
+A store maps keys ("objects/ab/cdef...", "tags/NAME") to immutable byte strings.
+It knows nothing of what the bytes mean: the object layer (ckptvc.objects) puts
+encoded objects here and verifies everything it reads back.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+
+
+class Store(ABC):
+    """Narrow key/value interface over immutable values.
+
+    Writes are atomic: after `write` returns, the key holds the whole value, and a
+    crash at any moment leaves either the whole value or nothing under the key.
+    """
+
+    url: str
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    def exists_many(self, keys: Iterable[str]) -> set[str]:
+        """The subset of `keys` present. Stores override this to batch round trips."""
+        return {k for k in keys if self.exists(k)}
+
+    @abstractmethod
+    def read(self, key: str) -> bytes:
+        """The whole value; raises KeyError when absent."""
+
+    def read_prefix(self, key: str, length: int) -> bytes:
+        """The first `length` bytes of a value (headers); raises KeyError when absent."""
+        return self.read(key)[:length]
+
+    @abstractmethod
+    def write(self, key: str, data: bytes, *, exclusive: bool = False) -> bool:
+        """Store `data` under `key` atomically. Returns False (and writes nothing) when
+        the key already exists; with exclusive=True the check-and-create is atomic, so
+        two writers racing for one key see exactly one True."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Every key starting with `prefix`, in no particular order."""
+
+    @abstractmethod
+    def size(self, key: str) -> int | None:
+        """Stored size of a value, or None when absent."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass

@@ -1,0 +1,153 @@
+"""A store in a local directory: the cache, and file:// remotes.
+
+Layout: the key is the relative path. Values are written to `tmp/` inside the store
+root, fsynced, then renamed into place, so a value is either whole or absent; a
+kill leaves at most a stray file in `tmp/`, which is never read as an object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from ckptvc.errors import CkptvcError, UserInputError
+from ckptvc.stores.base import Store
+
+TMP_DIR = "tmp"
+
+
+def _check_key(key: str) -> None:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
+        raise UserInputError(f"invalid store key {key!r}")
+    if parts[0] == TMP_DIR:
+        raise UserInputError(f"invalid store key {key!r}: tmp/ is reserved")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_file(path: Path, data: bytes, *, tmp_dir: Path | None = None) -> None:
+    """Write `data` to `path` through a temp file, fsync and rename (replacing)."""
+    tmp_dir = tmp_dir or path.parent
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self.url = str(self.root)
+
+    def ensure(self) -> LocalStore:
+        try:
+            (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CkptvcError(f"{self.root}: cannot create store directory: {exc.strerror}") from exc
+        return self
+
+    def _path(self, key: str) -> Path:
+        _check_key(key)
+        return self.root / key
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def read(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def read_prefix(self, key: str, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read(length)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def write(self, key: str, data: bytes, *, exclusive: bool = False) -> bool:
+        path = self._path(key)
+        if path.exists():
+            return False
+        tmp_dir = self.root / TMP_DIR
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            tmp = tmp_dir / f"{uuid.uuid4().hex}.tmp"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if exclusive:
+                    # link() fails if the name exists: an atomic create-if-absent.
+                    try:
+                        os.link(tmp, path)
+                    except FileExistsError:
+                        return False
+                else:
+                    os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            fsync_dir(path.parent)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise CkptvcError(f"{self.root}: no space left on device while writing {key}") from exc
+            raise CkptvcError(f"{self.root}: cannot write {key}: {exc.strerror}") from exc
+        return True
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        base = self.root
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, base)
+            if rel_dir == ".":
+                dirnames[:] = [d for d in dirnames if d != TMP_DIR]
+                rel_dir = ""
+            for name in filenames:
+                key = f"{rel_dir}/{name}" if rel_dir else name
+                if key.startswith(prefix):
+                    yield key
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def clean_tmp(self) -> int:
+        """Remove leftovers of interrupted writes; returns how many."""
+        n = 0
+        tmp_dir = self.root / TMP_DIR
+        if tmp_dir.is_dir():
+            for p in tmp_dir.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    n += 1
+        return n
