@@ -9,7 +9,6 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from dulwich import porcelain
 from dulwich.errors import NotGitRepository
 from dulwich.objects import Blob, Commit, Tag
 from dulwich.repo import Repo as DulwichRepo
@@ -106,6 +105,8 @@ class GitRepo:
         return f"{name} <{email}>".encode()
 
     def stage(self, paths: list[Path]) -> None:
+        from dulwich import porcelain
+
         present = [str(p) for p in paths if p.exists()]
         gone = [p for p in paths if not p.exists()]
         if present:
@@ -117,6 +118,8 @@ class GitRepo:
                 porcelain.remove(self.repo, paths=[str(p) for p in tracked], cached=True)
 
     def commit(self, message: str) -> str:
+        from dulwich import porcelain
+
         ident = self.identity()
         try:
             sha = porcelain.commit(self.repo, message=message.encode("utf-8"), author=ident, committer=ident)
@@ -127,6 +130,8 @@ class GitRepo:
         return sha.decode()
 
     def staged_changes(self) -> bool:
+        from dulwich import porcelain
+
         st = porcelain.status(self.repo, untracked_files="no")
         return any(st.staged[k] for k in ("add", "delete", "modify"))
 

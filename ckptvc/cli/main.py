@@ -322,5 +322,23 @@ def pull(rev: str | None, remote_name: str | None, force: bool) -> None:
     out.print(f"{len(res.restored)} restored, {len(res.unchanged)} already up to date in {dt:.1f}s")
 
 
+@main.command()
+@click.option("--dir", "workdir", type=click.Path(), help="Work here instead of a temp folder (kept).")
+@click.option("--keep", is_flag=True, help="Keep the temp folder.")
+def demo(workdir: str | None, keep: bool) -> None:
+    """Run the main job end to end in a temp folder: init, add a checkpoint series,
+    commit, push to a local remote, clone fresh, pull, check out an old version, verify.
+
+    \b
+    Example:
+      ckptvc demo --keep
+    """
+    from pathlib import Path
+
+    from ckptvc.demo import run_demo
+
+    sys.exit(run_demo(Path(workdir) if workdir else None, keep))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

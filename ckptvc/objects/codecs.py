@@ -32,9 +32,11 @@ import numpy as np
 import zstandard
 
 from ckptvc.errors import CorruptObjectError
+from ckptvc.objects import envelope
 
 RAW, ZSTD, PLANES, XOR_PLANES, SUB_PLANES = 0, 1, 2, 3, 4
-DELTA_CODECS = (XOR_PLANES, SUB_PLANES)
+DELTA_CODECS = envelope.DELTA_CODECS
+assert DELTA_CODECS == (XOR_PLANES, SUB_PLANES)
 CODEC_NAMES = {RAW: "raw", ZSTD: "zstd", PLANES: "planes", XOR_PLANES: "xor", SUB_PLANES: "sub"}
 
 _PLANE_RAW, _PLANE_ZSTD = 0, 1
@@ -254,20 +256,6 @@ def encode_delta(raw: memoryview | bytes, base_raw: bytes | memoryview, base_id:
         if best is None or enc.size < best.size:
             best = enc
     return best
-
-
-def delta_base(codec: int, params: bytes) -> str | None:
-    """The id of the object a stored object depends on, if any."""
-    if codec in DELTA_CODECS and len(params) == 34:
-        return params[:32].hex()
-    return None
-
-
-def chain_depth(codec: int, params: bytes) -> int:
-    """How many delta bases a decode of this object reads (0 for standalone)."""
-    if codec in DELTA_CODECS and len(params) == 34:
-        return params[33]
-    return 0
 
 
 def decode(codec: int, params: bytes, payload: memoryview, raw_size: int, where: str,

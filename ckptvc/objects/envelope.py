@@ -40,6 +40,26 @@ class Envelope:
     payload: memoryview | bytes
 
 
+# Codec ids whose params start with a 32-byte base id, then width, then chain depth
+# (see codecs.py). Kept here so header-only readers need not import the codecs.
+DELTA_CODECS = (3, 4)
+DELTA_PARAMS_LEN = 34
+
+
+def delta_base(codec: int, params: bytes) -> str | None:
+    """The id of the object a stored object depends on, if any."""
+    if codec in DELTA_CODECS and len(params) == DELTA_PARAMS_LEN:
+        return params[:32].hex()
+    return None
+
+
+def chain_depth(codec: int, params: bytes) -> int:
+    """How many delta bases a decode of this object reads (0 for standalone)."""
+    if codec in DELTA_CODECS and len(params) == DELTA_PARAMS_LEN:
+        return params[33]
+    return 0
+
+
 def pack(codec: int, raw_size: int, params: bytes, payload: bytes | memoryview) -> bytes:
     digest = blake3.blake3(payload).digest()
     return b"".join((HEADER.pack(MAGIC, ENVELOPE_VERSION, codec, len(params), raw_size, digest), params, payload))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ckptvc.errors import CorruptObjectError, MissingObjectError
 from ckptvc.ids import hash_bytes, is_valid_id
-from ckptvc.objects import codecs, envelope
+from ckptvc.objects import envelope
 from ckptvc.objects.manifest import Manifest
 from ckptvc.stores.base import Store
 
@@ -45,14 +45,14 @@ class ObjectInfo:
 
 def info_of(data: bytes | memoryview, where: str) -> ObjectInfo:
     codec, raw_size, params, _ = envelope.parse_header(data, where)
-    return ObjectInfo(codec, raw_size, codecs.delta_base(codec, params), codecs.chain_depth(codec, params))
+    return ObjectInfo(codec, raw_size, envelope.delta_base(codec, params), envelope.chain_depth(codec, params))
 
 
 def check_envelope(data: bytes, where: str) -> ObjectInfo:
     """Verify stored bytes without decoding: header sane and payload checksum right."""
     env = envelope.unpack(data, where)
-    return ObjectInfo(env.codec, env.raw_size, codecs.delta_base(env.codec, env.params),
-                      codecs.chain_depth(env.codec, env.params))
+    return ObjectInfo(env.codec, env.raw_size, envelope.delta_base(env.codec, env.params),
+                      envelope.chain_depth(env.codec, env.params))
 
 
 class _RawCache:
@@ -113,10 +113,13 @@ class ObjectDB:
 
     # ------------------------------------------------------------ writing
 
-    def put_encoded(self, oid: str, enc: codecs.Encoded, raw_size: int) -> bool:
+    def put_encoded(self, oid: str, enc, raw_size: int) -> bool:
+        """Store an encoded form (codecs.Encoded) of the object `oid`."""
         return self.cache.write(object_key(oid), envelope.pack(enc.codec, raw_size, enc.params, enc.payload))
 
     def put_raw(self, data: bytes, width: int = 1, level: int = 3) -> str:
+        from ckptvc.objects import codecs
+
         oid = hash_bytes(data)
         if not self.has(oid):
             self.put_encoded(oid, codecs.encode_standalone(data, width, level), len(data))
@@ -165,6 +168,8 @@ class ObjectDB:
             return cached
         if _depth > 256:
             raise CorruptObjectError(f"object {oid[:12]}: delta chain too deep or cyclic")
+        from ckptvc.objects import codecs
+
         data = self.read_stored(oid)
         where = f"object {oid[:12]}"
         env = envelope.unpack(data, where)

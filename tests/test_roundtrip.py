@@ -1,0 +1,220 @@
+"""End to end on real files and real stores: add -> commit -> push -> fresh clone
+-> pull gives the same bytes, for awkward sizes and for checkpoint series."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+from conftest import cache_bytes, clone, training_series, write_safetensors
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ckptvc.ids import hash_bytes
+from ckptvc.objects.chunking import GROUP_MAX, SMALL
+from ckptvc.repo import Repo
+
+AVG = 64 << 10  # small CDC chunks so that sizes "around chunk boundaries" stay small
+
+
+def _use_small_chunks(root):
+    cfg = root / ".ckptvc" / "config.toml"
+    cfg.write_text(cfg.read_text().replace("chunk_size = 2097152", f"chunk_size = {AVG}"))
+
+
+SIZES = [0, 1, 2, 3, 7, AVG // 4 - 1, AVG // 4, AVG - 1, AVG, AVG + 1, 4 * AVG - 1, 4 * AVG, 4 * AVG + 1,
+         SMALL - 1, SMALL + 1, GROUP_MAX + 3]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.sampled_from(SIZES) | st.integers(0, 600_000), min_size=1, max_size=3),
+       seed=st.integers(0, 1000))
+def test_round_trip_sizes_through_fresh_clone(tmp_path_factory, sizes, seed):
+    base = tmp_path_factory.mktemp("rt")
+    root = base / "work"
+    from dulwich import porcelain
+
+    porcelain.init(str(root))
+    repo = Repo.init(root, str(base / "remote"))
+    _use_small_chunks(root)
+    repo.close()
+    rng = np.random.default_rng(seed)
+    expected = {}
+    for i, size in enumerate(sizes):
+        # half random, half compressible, so every codec path is exercised
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        data = data[: size // 2] + bytes(size - size // 2)
+        (root / f"f{i}.bin").write_bytes(data)
+        expected[f"f{i}.bin"] = data
+    with Repo.open(root) as repo:
+        repo.add([root / n for n in expected])
+        repo.commit("data")
+        repo.push()
+    dest = clone(root, base / "clone")
+    with Repo.open(dest) as repo:
+        res = repo.pull()
+    assert sorted(res.restored) == sorted(expected)
+    for name, data in expected.items():
+        assert (dest / name).read_bytes() == data
+
+
+def test_checkpoint_series_round_trip_every_version(workdir, cli, tmp_path):
+    series = training_series(4)
+    commits = []
+    for k, tensors in enumerate(series):
+        write_safetensors(workdir / "ckpt" / "model.safetensors", tensors, {"step": str(k)})
+        cli("add", "ckpt/model.safetensors")
+        commits.append(cli("commit", "-m", f"step {k}").output.strip())
+    cli("push", "--all-commits")
+    dest = clone(workdir, tmp_path / "fresh")
+    os.chdir(dest)
+    cli("pull")
+    for k, sha in enumerate(commits):
+        cli("checkout", sha)
+        want = write_safetensors(tmp_path / f"want{k}.safetensors", series[k], {"step": str(k)}).read_bytes()
+        assert (dest / "ckpt" / "model.safetensors").read_bytes() == want, k
+
+
+def test_directory_artifact_round_trip(workdir, cli, tmp_path):
+    tok = workdir / "tokenizer"
+    (tok / "sub").mkdir(parents=True)
+    (tok / "vocab.txt").write_text("\n".join(f"tok{i}" for i in range(5000)))
+    (tok / "sub" / "merges.txt").write_bytes(os.urandom(3000))
+    (tok / "empty.json").write_bytes(b"")
+    cli("add", "tokenizer")
+    assert (workdir / "tokenizer.ckpt").exists()
+    cli("commit", "-m", "tok")
+    cli("push")
+    dest = clone(workdir, tmp_path / "fresh")
+    os.chdir(dest)
+    cli("pull")
+    for p in ("vocab.txt", "sub/merges.txt", "empty.json"):
+        assert (dest / "tokenizer" / p).read_bytes() == (tok / p).read_bytes()
+    r = cli("status", "--json")
+    assert '"workspace": "clean"' in r.output
+
+
+def test_copy_under_another_name_costs_almost_nothing(workdir, cli):
+    rng = np.random.default_rng(0)
+    data = (rng.standard_normal(25 * 2**20) * 0.02).astype(np.float32).tobytes()  # 100 MiB
+    (workdir / "a.bin").write_bytes(data)
+    cli("add", "a.bin")
+    before = cache_bytes(workdir)
+    shutil.copyfile(workdir / "a.bin", workdir / "b.bin")
+    cli("add", "b.bin")
+    grown = cache_bytes(workdir) - before
+    assert grown < 1 << 20, grown
+
+
+def test_reading_unchanged_file_again_uses_stat_cache(workdir, cli, monkeypatch):
+    (workdir / "a.bin").write_bytes(os.urandom(1 << 20))
+    cli("add", "a.bin")
+    import ckptvc.ingest as ingest
+
+    def boom(*a, **k):
+        raise AssertionError("re-read an unchanged file")
+
+    monkeypatch.setattr(ingest.Ingester, "store_file", boom)
+    r = cli("add", "a.bin")
+    assert "unchanged" in r.output
+
+
+def test_checkout_revision_restores_old_version_without_moving_head(workdir, cli):
+    (workdir / "m.bin").write_bytes(b"version one" * 1000)
+    cli("add", "m.bin")
+    first = cli("commit", "-m", "one").output.strip()
+    (workdir / "m.bin").write_bytes(b"version two" * 1000)
+    cli("add", "m.bin")
+    cli("commit", "-m", "two")
+    head = (workdir / ".git" / "HEAD").read_bytes()
+    cli("checkout", first)
+    assert (workdir / "m.bin").read_bytes() == b"version one" * 1000
+    assert (workdir / ".git" / "HEAD").read_bytes() == head
+    cli("checkout", "HEAD")
+    assert (workdir / "m.bin").read_bytes() == b"version two" * 1000
+
+
+def test_checkout_refuses_to_overwrite_local_changes(workdir, cli):
+    (workdir / "m.bin").write_bytes(b"committed" * 100)
+    cli("add", "m.bin")
+    first = cli("commit", "-m", "one").output.strip()
+    (workdir / "m.bin").write_bytes(b"precious unsaved work")
+    r = cli("checkout", first, ok=False)
+    assert r.exit_code == 1 and "not added" in r.output
+    assert (workdir / "m.bin").read_bytes() == b"precious unsaved work"
+    cli("checkout", "--force", "m.bin")
+    assert (workdir / "m.bin").read_bytes() == b"committed" * 100
+
+
+def test_push_moves_only_missing_objects(workdir, cli):
+    series = training_series(2)
+    write_safetensors(workdir / "m.safetensors", series[0])
+    cli("add", "m.safetensors")
+    cli("commit", "-m", "0")
+    first = cli("push").output
+    assert "pushed" in first
+    again = cli("push").output
+    assert "pushed 0 objects" in again
+    write_safetensors(workdir / "m.safetensors", series[1])
+    cli("add", "m.safetensors")
+    cli("commit", "-m", "1")
+    remote = workdir.parent / "remote" / "objects"
+    before = sum(1 for _ in remote.rglob("*") if _.is_file())
+    cli("push")
+    after = sum(1 for _ in remote.rglob("*") if _.is_file())
+    assert 0 < after - before < 20  # frozen tensors were not sent again
+
+
+def test_all_commits_push_makes_every_version_restorable(workdir, cli, tmp_path):
+    for k in range(3):
+        (workdir / "m.bin").write_bytes(f"v{k}".encode() * 5000)
+        cli("add", "m.bin")
+        cli("commit", "-m", f"v{k}")
+    cli("push", "--all-commits")
+    dest = clone(workdir, tmp_path / "fresh")
+    os.chdir(dest)
+    with Repo.open(dest) as repo:
+        entries = repo.log("m.bin")
+    assert [e.message for e in entries] == ["v2", "v1", "v0"]
+    for k, e in enumerate(reversed(entries)):
+        cli("checkout", "--force", e.commit)
+        assert (dest / "m.bin").read_bytes() == f"v{k}".encode() * 5000
+        assert hash_bytes((dest / "m.bin").read_bytes()) == e.blake3
+
+
+def test_commit_works_with_plain_git_add_too(workdir, cli):
+    from dulwich import porcelain
+
+    (workdir / "m.bin").write_bytes(b"x" * 100)
+    cli("add", "m.bin")
+    porcelain.add(str(workdir), paths=[str(workdir / "m.bin.ckpt"), str(workdir / ".gitignore")])
+    porcelain.commit(str(workdir), message=b"plain", author=b"T <t@e>", committer=b"T <t@e>")
+    with Repo.open(workdir) as repo:
+        assert "m.bin" in repo.pointers_at("HEAD")
+        assert [e.message for e in repo.log()] == ["plain"]
+    ignored = (workdir / ".gitignore").read_text().splitlines()
+    assert "/m.bin" in ignored
+
+
+def test_status_reports_each_state(workdir, cli):
+    for n in ("a", "b", "c"):
+        (workdir / f"{n}.bin").write_bytes(n.encode() * 1000)
+    cli("add", "a.bin", "b.bin", "c.bin")
+    cli("commit", "-m", "x")
+    cli("push")
+    (workdir / "b.bin").write_bytes(b"changed")
+    (workdir / "c.bin").unlink()
+    (workdir / "d.bin").write_bytes(b"d" * 10)
+    cli("add", "d.bin")
+    import json
+
+    doc = json.loads(cli("status", "--json").output)
+    states = {a["path"]: a for a in doc["artifacts"]}
+    assert states["a.bin"]["workspace"] == "clean" and states["a.bin"]["on_remote"] is True
+    assert states["b.bin"]["workspace"] == "modified"
+    assert states["c.bin"]["workspace"] == "missing"
+    assert states["d.bin"]["on_remote"] is False and states["d.bin"]["in_cache"] is True
+    shutil.rmtree(workdir / ".ckptvc" / "cache")
+    doc = json.loads(cli("status", "--json").output)
+    assert all(not a["in_cache"] for a in doc["artifacts"])
