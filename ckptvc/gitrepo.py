@@ -138,17 +138,24 @@ class GitRepo:
 
 def add_to_gitignore(root: Path, artifact: Path) -> Path:
     """Ignore `artifact` in the .gitignore of its directory (as DVC does); returns it."""
+    import fcntl
+
     from ckptvc.stores.local import atomic_write_file
 
     gi = artifact.parent / ".gitignore"
     entry = "/" + artifact.name
-    try:
-        text = gi.read_text("utf-8")
-    except FileNotFoundError:
-        text = ""
-    if entry in text.splitlines():
-        return gi
-    if text and not text.endswith("\n"):
-        text += "\n"
-    atomic_write_file(gi, (text + entry + "\n").encode("utf-8"))
+    lock_dir = root / ".ckptvc" / "tmp"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    # read-modify-write under a lock: two `ckptvc add` at once must not lose an entry
+    with open(lock_dir / "gitignore.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            text = gi.read_text("utf-8")
+        except FileNotFoundError:
+            text = ""
+        if entry in text.splitlines():
+            return gi
+        if text and not text.endswith("\n"):
+            text += "\n"
+        atomic_write_file(gi, (text + entry + "\n").encode("utf-8"))
     return gi

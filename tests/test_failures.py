@@ -191,6 +191,8 @@ def test_two_processes_adding_at_once(workdir):
         _, errout = p.communicate(timeout=120)
         assert p.returncode == 0, errout
     verify_store(workdir / ".ckptvc/cache")
+    ignored = (workdir / ".gitignore").read_text().splitlines()
+    assert {"/a.safetensors", "/b.safetensors", "/c.bin"} <= set(ignored)
     for name in ("a.safetensors", "b.safetensors", "c.bin"):
         want = (workdir / name).read_bytes()
         (workdir / name).unlink()
