@@ -40,7 +40,30 @@ class GitRepo:
     # ------------------------------------------------------------ revisions
 
     def resolve(self, rev: str) -> Commit | None:
-        """The commit a revision names (branch, tag, ckpt tag, sha, HEAD~n), or None."""
+        """The commit a revision names (branch, tag, ckpt tag, sha, with ~N / ^N
+        suffixes as git reads them), or None."""
+        import re
+
+        m = re.match(r"^(.*?)((?:[~^][0-9]*)+)$", rev)
+        if m and m.group(1):
+            commit = self.resolve(m.group(1))
+            for op, num in re.findall(r"([~^])([0-9]*)", m.group(2)):
+                if commit is None:
+                    return None
+                n = int(num) if num else 1
+                if op == "~":
+                    for _ in range(n):
+                        commit = self.repo[commit.parents[0]] if commit.parents else None
+                        if commit is None:
+                            return None
+                elif n == 0:
+                    continue
+                else:
+                    commit = self.repo[commit.parents[n - 1]] if len(commit.parents) >= n else None
+            return commit
+        return self._resolve_plain(rev)
+
+    def _resolve_plain(self, rev: str) -> Commit | None:
         from dulwich.objectspec import parse_commit
 
         candidates = [rev]

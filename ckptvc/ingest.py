@@ -1,26 +1,42 @@
 """Add: stream a file into the object store, chunk by chunk, on all cores.
 
-Each chunk is hashed; a chunk already stored costs nothing. A new chunk is coded
-standalone and, when the parent version has a same-named chunk of the same size
-(same tensor, same piece), also as a delta against it; the smaller form is kept,
-within the delta chain bound.
+Each chunk is hashed; a chunk already stored costs nothing. A new chunk is stored
+standalone: the newest version of an artifact always restores without reading any
+other object. Deltas point backwards: the parent version's same-named chunk (same
+tensor, same piece, same size) is re-coded as a delta against the new chunk when
+that is smaller (XOR or zigzag integer difference, byte planes, zstd). Older
+versions thus hang off newer ones in runs of at most `max_delta_chain` versions;
+the run length is kept in each manifest, so a restore of any version reads at most
+max_delta_chain + 1 objects per chunk.
+
+Re-coding replaces an object's stored form, never its content or id. It happens
+only to standalone objects, against standalone bases, under a lock on the cache,
+after the new form has been decoded and checked against the old content, so no
+cycle and no wrong byte can be introduced.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ckptvc.errors import CkptvcError, MissingObjectError
+from ckptvc.errors import CkptvcError, CorruptObjectError, MissingObjectError
 from ckptvc.ids import hash_bytes, new_hasher
-from ckptvc.objects import codecs
+from ckptvc.objects import codecs, envelope
 from ckptvc.objects.chunking import ChunkSpec, iter_chunks
 from ckptvc.objects.formats import detect_layout
 from ckptvc.objects.manifest import ChunkRef, FileEntry
 from ckptvc.objects.objectdb import ObjectDB
 from ckptvc.parallel import ordered_map
 from ckptvc.progress import NULL_PROGRESS, Progress
+
+# Re-code an old object only when the delta saves at least this fraction.
+_MIN_SAVING = 0.01
 
 
 @dataclass(frozen=True)
@@ -34,49 +50,89 @@ class StorePolicy:
 @dataclass
 class StoredFile:
     entry: FileEntry
-    new_bytes: int  # encoded bytes written to the store
+    new_bytes: int  # net growth of the store: new objects minus bytes saved by re-coding
     new_objects: int
+    recoded: list[str]  # parent objects re-coded as deltas (push re-sends them)
 
 
 class Ingester:
-    def __init__(self, objdb: ObjectDB, policy: StorePolicy, progress: Progress = NULL_PROGRESS):
+    def __init__(self, objdb: ObjectDB, policy: StorePolicy, progress: Progress = NULL_PROGRESS,
+                 lock_path: Path | None = None):
         self.objdb = objdb
         self.policy = policy
         self.progress = progress
+        self.lock_path = lock_path
+        self._recode_lock = threading.Lock()
 
-    def _store_chunk(self, spec: ChunkSpec, data: bytes, parent: ChunkRef | None) -> tuple[ChunkRef, int]:
+    @contextlib.contextmanager
+    def _cache_lock(self) -> Iterator[None]:
+        """Serialise re-coding across processes sharing this cache."""
+        if self.lock_path is None:
+            yield
+            return
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    # ------------------------------------------------------------ one chunk
+
+    def _store_chunk(self, spec: ChunkSpec, data: bytes, parent: ChunkRef | None,
+                     recode: bool) -> tuple[ChunkRef, int, int]:
+        """(ref, bytes written, bytes saved by re-coding the parent chunk)."""
         oid = hash_bytes(data)
         db = self.objdb
-        if db.has(oid):
-            try:
-                base = db.info(oid).base
-            except CkptvcError:
-                base = None
-            return ChunkRef(oid, len(data), spec.label, base), 0
         level = self.policy.compression_level
-        width = spec.width
-        skip = 0
-        if width == 0:
-            width, skip = codecs.probe_layout(data, level)
-        best = codecs.encode_standalone(data, width, level, skip)
-        base_id = None
-        if parent is not None and parent.size == len(data) and parent.id != oid and self.policy.max_delta_chain > 0:
-            try:
-                info = db.info(parent.id)
-                if info.depth < self.policy.max_delta_chain:
-                    base_raw = db.get_raw(parent.id)
-                    delta = codecs.encode_delta(data, base_raw, parent.id, info.depth, width, level)
-                    if delta is not None and delta.size < best.size:
-                        best, base_id = delta, parent.id
-            except MissingObjectError:
-                pass  # parent not in this cache (e.g. never fetched): code standalone
-        db.put_encoded(oid, best, len(data))
-        return ChunkRef(oid, len(data), spec.label, base_id), best.size
+        width, skip = spec.width, 0
+        written = 0
+        if not db.has(oid):
+            if width == 0:
+                width, skip = codecs.probe_layout(data, level)
+            enc = codecs.encode_standalone(data, width, level, skip)
+            db.put_encoded(oid, enc, len(data))
+            written = envelope.HEADER_SIZE + enc.size
+        saved = 0
+        if recode and parent is not None and parent.size == len(data) and parent.id != oid and data:
+            if width == 0:
+                width, _ = codecs.probe_layout(data, level)
+            saved = self._recode_parent(parent.id, oid, data, max(width, 1))
+        return ChunkRef(oid, len(data), spec.label), written, saved
+
+    def _recode_parent(self, pid: str, nid: str, n_raw: bytes, width: int) -> int:
+        db = self.objdb
+        try:
+            with self._recode_lock:
+                if db.info(pid).depth != 0 or db.info(nid).depth != 0:
+                    return 0  # already a delta, or the new chunk is one: no chains of chains here
+                current = db.stored_size(pid) or 0
+            p_raw = db.get_raw(pid)
+        except (MissingObjectError, CorruptObjectError):
+            return 0  # parent not (intact) in this cache: nothing to re-code
+        enc = codecs.encode_delta(p_raw, n_raw, nid, 0, width, self.policy.compression_level)
+        if enc is None:
+            return 0
+        new_size = envelope.HEADER_SIZE + enc.size
+        if new_size > current * (1 - _MIN_SAVING):
+            return 0
+        check = codecs.decode(enc.codec, enc.params, memoryview(enc.payload), len(p_raw), f"object {pid[:12]}",
+                              lambda _: n_raw)
+        if check != p_raw:  # a codec bug must never cost data: keep the old form
+            raise CkptvcError(f"object {pid[:12]}: delta re-coding failed its check; nothing was changed")
+        with self._recode_lock:
+            if db.info(pid).depth != 0 or db.info(nid).depth != 0:
+                return 0
+            db.replace_encoded(pid, enc, len(p_raw))
+        return current - new_size
+
+    # ------------------------------------------------------------ one file
 
     def store_file(self, path: Path, entry_path: str, parent: FileEntry | None) -> StoredFile:
         st = os.stat(path)
         size = st.st_size
         layout = detect_layout(path, size)
+        limit = self.policy.max_delta_chain
+        recode = parent is not None and limit > 0 and parent.delta_run < limit
+        run = parent.delta_run + 1 if recode and parent is not None else 0
         parents = {c.label: c for c in parent.chunks} if parent else {}
         hasher = new_hasher()
         task = f"add {path.name}"
@@ -89,13 +145,18 @@ class Ingester:
 
         chunks: list[ChunkRef] = []
         new_bytes = new_objects = 0
-        for ref, written in ordered_map(lambda item: self._store_chunk(item[0], item[1], parents.get(item[0].label)),
-                                        feed(), self.policy.jobs, window=self.policy.jobs * 3):
-            chunks.append(ref)
-            if written:
-                new_bytes += written
-                new_objects += 1
-            self.progress.advance(task, ref.size)
+        recoded: list[str] = []
+        lock = self._cache_lock() if recode else contextlib.nullcontext()
+        with lock:
+            work = ordered_map(lambda item: self._store_chunk(item[0], item[1], parents.get(item[0].label), recode),
+                               feed(), self.policy.jobs, window=self.policy.jobs * 3)
+            for ref, written, saved in work:
+                chunks.append(ref)
+                new_bytes += written - saved
+                new_objects += bool(written)
+                if saved:
+                    recoded.append(parents[ref.label].id)
+                self.progress.advance(task, ref.size)
         self.progress.finish(task)
         after = os.stat(path)
         if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or sum(c.size for c in chunks) != size:
@@ -108,5 +169,6 @@ class Ingester:
             metadata = layout.metadata
             if layout.format == "safetensors":
                 tensors = {r.name: [r.dtype, list(r.shape)] for r in layout.regions}
-        entry = FileEntry(entry_path, size, hasher.hexdigest(), chunks, bool(st.st_mode & 0o111), fmt, tensors, metadata)
-        return StoredFile(entry, new_bytes, new_objects)
+        entry = FileEntry(entry_path, size, hasher.hexdigest(), chunks, bool(st.st_mode & 0o111), fmt, tensors,
+                          metadata, run)
+        return StoredFile(entry, new_bytes, new_objects, recoded)

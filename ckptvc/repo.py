@@ -261,7 +261,7 @@ class Repo:
         parent_files = self._parent_files(parent) if parent else None
         self.cache.ensure()
         db = self.objectdb(with_remotes=False)
-        ingester = Ingester(db, self._policy(), self.progress)
+        ingester = Ingester(db, self._policy(), self.progress, self.dir / "tmp" / "recode.lock")
         results = []
         for p in targets:
             results.append(self._add_one(p, ingester, db, parent_files, meta or {}))
@@ -341,6 +341,8 @@ class Repo:
             stored = ingester.store_file(fp, entry_path, parent_entry)
             files.append(stored.entry)
             new_bytes += stored.new_bytes
+            if stored.recoded:
+                state.mark_recoded(stored.recoded)
         kind = "file" if p.is_file() else "dir"
         manifest = Manifest(kind, files)
         mid = db.put_manifest(manifest)
@@ -486,7 +488,8 @@ class Repo:
         manifests = {t.pointer.manifest for t in self.tracked(paths)}
         if all_commits:
             manifests |= {m for m in self.all_history_manifests() if ObjectDB(self.cache).has(m)}
-        stats = transfer.push(ObjectDB(self.cache), store, manifests, self._transfer_jobs(store), self.progress)
+        stats = transfer.push(ObjectDB(self.cache), store, manifests, self._transfer_jobs(store), self.progress,
+                              recoded=self.state.recoded())
         self.state.mark_pushed(name, sorted(manifests))
         return name, stats
 
@@ -664,7 +667,7 @@ class Repo:
 
 def _entry_to_state(fe: FileEntry) -> dict:
     m = Manifest("file", [FileEntry("", fe.size, fe.blake3, fe.chunks, fe.executable, fe.format, fe.tensors,
-                                    fe.metadata)])
+                                    fe.metadata, fe.delta_run)])
     return json.loads(m.to_bytes())
 
 

@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, ino INTEGER, mtime_ns INTEGER, size INTEGER,
     blake3 TEXT, entry TEXT);
 CREATE TABLE IF NOT EXISTS pushed (remote TEXT, manifest TEXT, PRIMARY KEY (remote, manifest));
+CREATE TABLE IF NOT EXISTS recoded (object TEXT PRIMARY KEY);
 """
 
 
@@ -75,6 +76,12 @@ class StateDB:
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
             (path, stamp.ino, stamp.mtime_ns, stamp.size, digest, json.dumps(entry) if entry else None),
         )
+
+    def mark_recoded(self, objects: list[str]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO recoded VALUES (?)", [(o,) for o in objects])
+
+    def recoded(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT object FROM recoded")}
 
     def mark_pushed(self, remote: str, manifests: list[str]) -> None:
         self.db.executemany("INSERT OR IGNORE INTO pushed VALUES (?, ?)", [(remote, m) for m in manifests])

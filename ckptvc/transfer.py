@@ -29,9 +29,9 @@ class TransferStats:
 
 
 def copy_objects(src: Store, dst: Store, oids: Iterable[str], jobs: int, progress: Progress, task: str,
-                 stats: TransferStats) -> list[str]:
+                 stats: TransferStats, replace: bool = False) -> list[str]:
     """Copy objects verbatim, checking each envelope before it is written. Returns the
-    delta bases the copied objects name."""
+    delta bases the copied objects name. replace=True overwrites (re-coded objects)."""
     oids = sorted(set(oids))
     if not oids:
         return []
@@ -44,7 +44,10 @@ def copy_objects(src: Store, dst: Store, oids: Iterable[str], jobs: int, progres
         except KeyError:
             raise MissingObjectError(f"object {oid[:12]} is missing from {src.url}") from None
         info = check_envelope(data, f"{src.url}: object {oid[:12]}")
-        dst.write(key, data)
+        if replace:
+            dst.replace(key, data)
+        else:
+            dst.write(key, data)
         return len(data), info.base
 
     bases = []
@@ -70,31 +73,51 @@ def decode_manifest_bytes(data: bytes, oid: str, where: str) -> Manifest:
     return Manifest.from_bytes(raw, where)
 
 
-def _with_bases(db: ObjectDB, store: Store, oids: set[str]) -> set[str]:
-    return db.closure(oids, store)
-
-
 def push(db: ObjectDB, remote: Store, manifest_ids: Iterable[str], jobs: int,
-         progress: Progress = NULL_PROGRESS) -> TransferStats:
+         progress: Progress = NULL_PROGRESS, recoded: set[str] | None = None) -> TransferStats:
+    """Send what `manifest_ids` need. Three phases, each safe to interrupt:
+    1. objects the remote lacks (with every delta base they name);
+    2. objects re-coded smaller in the cache since the remote got them (their bases
+       are there after phase 1, so a reader never meets a delta without its base);
+    3. manifests, last: a manifest on a remote means its objects are all there."""
     stats = TransferStats()
     manifest_ids = sorted(set(manifest_ids))
     todo = db.missing(manifest_ids, remote)
     stats.skipped = len(manifest_ids) - len(todo)
-    if not todo:
-        return stats
     chunks: set[str] = set()
-    for mid in todo:
+    for mid in manifest_ids:
         if not db.has(mid):
             raise MissingObjectError(f"manifest {mid[:12]} is not in the cache; nothing to push for it")
         chunks |= db.get_manifest(mid).chunk_ids()
-    needed = _with_bases(db, db.cache, chunks)
     try:
+        needed = db.closure(chunks)
         missing = db.missing(needed, remote)
         copy_objects(db.cache, remote, missing, jobs, progress, "push objects", stats)
+        candidates = sorted((needed - missing) | ((recoded or set()) & (needed | _present(db, remote, recoded))))
+        smaller = _smaller_in_cache(db, remote, candidates)
+        if smaller:
+            bases = db.closure(set(smaller)) - set(smaller)
+            copy_objects(db.cache, remote, db.missing(bases, remote), jobs, progress, "push objects", stats)
+            copy_objects(db.cache, remote, smaller, jobs, progress, "push re-coded objects", stats, replace=True)
         copy_objects(db.cache, remote, todo, jobs, progress, "push manifests", stats)
     except OSError as exc:
         raise RemoteError(f"{remote.url}: push failed: {exc}") from exc
     return stats
+
+
+def _present(db: ObjectDB, store: Store, oids: set[str] | None) -> set[str]:
+    if not oids:
+        return set()
+    return set(oids) - db.missing(oids, store)
+
+
+def _smaller_in_cache(db: ObjectDB, remote: Store, oids: list[str]) -> list[str]:
+    if not oids:
+        return []
+    keys = {object_key(o): o for o in oids}
+    local = db.cache.sizes(keys)
+    there = remote.sizes(keys)
+    return [o for k, o in keys.items() if k in local and k in there and local[k] < there[k]]
 
 
 def fetch(db: ObjectDB, remote: Store, manifest_ids: Iterable[str], jobs: int,

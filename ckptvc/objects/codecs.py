@@ -15,7 +15,10 @@ or renumber one, add new ids instead so old repositories stay readable.
                 Depth is 1 + the base's depth (standalone objects have depth 0), so
                 the bound on delta chains is checked from headers alone.
   4 SUB_PLANES  params as XOR_PLANES, width 2, 4 or 8. payload = PLANES of the
-                element-wise integer difference (raw - base) mod 2**(8W).
+                zigzag-coded element-wise integer difference d = (raw - base) mod 2**(8W),
+                read as signed: zz = (d << 1) ^ (d >> (8W - 1)). A small step of a float,
+                up or down, has small |d|: zigzag keeps the sign in the lowest bit, so the
+                high byte planes are zero instead of 0x00/0xFF noise.
 
 PLANES params may carry a second byte, `skip`: that many leading bytes are stored
 raw before the planes, to align elements in a chunk cut at an arbitrary offset.
@@ -43,7 +46,7 @@ _PLANE_RAW, _PLANE_ZSTD = 0, 1
 _PLANE_HEAD = struct.Struct("<BI")
 # A plane whose sample compresses worse than this is stored raw without trying the rest.
 _SAMPLE = 64 << 10
-_SAMPLE_GIVE_UP = 0.97
+_SAMPLE_GIVE_UP = 0.999
 _local = threading.local()
 
 
@@ -171,21 +174,35 @@ def _xor(a: memoryview | bytes | np.ndarray, b: memoryview | bytes | np.ndarray)
     return out
 
 
+_SIGNED = {2: np.int16, 4: np.int32, 8: np.int64}
+
+
 def _sub(a: memoryview | bytes | np.ndarray, b: memoryview | bytes | np.ndarray, width: int) -> np.ndarray:
+    """Zigzag of the element-wise difference a - b (wrapping), as bytes."""
     x, y = np.frombuffer(a, dtype=np.uint8), np.frombuffer(b, dtype=np.uint8)
     n = len(x) // width * width
     out = np.empty(len(x), dtype=np.uint8)
-    np.subtract(_uint_view(x, width), _uint_view(y, width), out=out[:n].view(_uint_view(x, width).dtype))
+    ux = _uint_view(x, width)
+    d = np.subtract(ux, _uint_view(y, width))
+    sd = d.view(_SIGNED[width])
+    zz = out[:n].view(ux.dtype)
+    np.left_shift(d, 1, out=zz)
+    np.bitwise_xor(zz, (sd >> (8 * width - 1)).view(ux.dtype), out=zz)
     np.subtract(x[n:], y[n:], out=out[n:])
     return out
 
 
-def _add(d: np.ndarray, b: memoryview | bytes | np.ndarray, width: int) -> np.ndarray:
+def _add(zz_bytes: np.ndarray, b: memoryview | bytes | np.ndarray, width: int) -> np.ndarray:
+    """Inverse of _sub: b + unzigzag(zz)."""
     y = np.frombuffer(b, dtype=np.uint8)
-    n = len(d) // width * width
-    out = np.empty(len(d), dtype=np.uint8)
-    np.add(_uint_view(d, width), _uint_view(y, width), out=out[:n].view(_uint_view(d, width).dtype))
-    np.add(d[n:], y[n:], out=out[n:])
+    n = len(zz_bytes) // width * width
+    out = np.empty(len(zz_bytes), dtype=np.uint8)
+    zz = _uint_view(zz_bytes, width)
+    one = zz.dtype.type(1)
+    d = np.right_shift(zz, one)
+    np.bitwise_xor(d, np.negative(np.bitwise_and(zz, one)), out=d)
+    np.add(d, _uint_view(y, width), out=out[:n].view(zz.dtype))
+    np.add(zz_bytes[n:], y[n:], out=out[n:])
     return out
 
 

@@ -21,7 +21,6 @@ class ChunkRef:
     id: str
     size: int
     label: str = ""
-    base: str | None = None  # delta base of the stored form written with this version
 
 
 @dataclass
@@ -34,6 +33,7 @@ class FileEntry:
     format: str = "raw"
     tensors: dict[str, list] = field(default_factory=dict)  # name -> [dtype, shape]
     metadata: dict[str, str] = field(default_factory=dict)  # safetensors __metadata__
+    delta_run: int = 0  # older versions coded as deltas hanging from this one (chain bound)
 
 
 @dataclass
@@ -48,9 +48,6 @@ class Manifest:
     def chunk_ids(self) -> set[str]:
         return {c.id for f in self.files for c in f.chunks}
 
-    def base_ids(self) -> set[str]:
-        return {c.base for f in self.files for c in f.chunks if c.base}
-
     def to_bytes(self) -> bytes:
         files = []
         for fe in self.files:
@@ -58,7 +55,7 @@ class Manifest:
                 "path": fe.path,
                 "size": fe.size,
                 "blake3": fe.blake3,
-                "chunks": [[c.id, c.size, c.label] + ([c.base] if c.base else []) for c in fe.chunks],
+                "chunks": [[c.id, c.size, c.label] for c in fe.chunks],
                 "format": fe.format,
             }
             if fe.executable:
@@ -67,6 +64,8 @@ class Manifest:
                 d["tensors"] = fe.tensors
             if fe.metadata:
                 d["metadata"] = fe.metadata
+            if fe.delta_run:
+                d["delta_run"] = fe.delta_run
             files.append(d)
         doc = {"ckptvc_manifest": MANIFEST_VERSION, "kind": self.kind, "files": files}
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
@@ -88,19 +87,21 @@ class Manifest:
                 total = 0
                 for c in d["chunks"]:
                     cid, size, label = c[0], c[1], c[2]
-                    base = c[3] if len(c) > 3 else None
-                    if not is_valid_id(cid) or (base is not None and not is_valid_id(base)):
+                    if not is_valid_id(cid):
                         raise ValueError("bad chunk id")
                     if not isinstance(size, int) or size < 0:
                         raise ValueError("bad chunk size")
                     total += size
-                    chunks.append(ChunkRef(cid, size, str(label), base))
+                    chunks.append(ChunkRef(cid, size, str(label)))
                 size = d["size"]
                 if total != size or not is_valid_id(d["blake3"]):
                     raise ValueError(f"file {path!r}: chunk sizes do not add up")
+                run = d.get("delta_run", 0)
+                if not isinstance(run, int) or run < 0:
+                    raise ValueError("bad delta_run")
                 files.append(FileEntry(path, size, d["blake3"], chunks, bool(d.get("executable", False)),
                                        str(d.get("format", "raw")), dict(d.get("tensors", {})),
-                                       dict(d.get("metadata", {}))))
+                                       dict(d.get("metadata", {})), run))
             if kind == "file" and (len(files) != 1 or files[0].path != ""):
                 raise ValueError("a file manifest lists exactly one file with an empty path")
             return cls(kind, files)

@@ -117,6 +117,13 @@ class ObjectDB:
         """Store an encoded form (codecs.Encoded) of the object `oid`."""
         return self.cache.write(object_key(oid), envelope.pack(enc.codec, raw_size, enc.params, enc.payload))
 
+    def replace_encoded(self, oid: str, enc, raw_size: int) -> None:
+        """Swap the stored form of an object already present (same content, same id)."""
+        self.cache.replace(object_key(oid), envelope.pack(enc.codec, raw_size, enc.params, enc.payload))
+
+    def stored_size(self, oid: str) -> int | None:
+        return self.cache.size(object_key(oid))
+
     def put_raw(self, data: bytes, width: int = 1, level: int = 3) -> str:
         from ckptvc.objects import codecs
 
@@ -162,23 +169,43 @@ class ObjectDB:
         where = ", ".join([self.cache.url] + [r.url for r in self.remotes])
         raise MissingObjectError(f"object {oid[:12]} is missing (looked in {where})")
 
-    def get_raw(self, oid: str, _depth: int = 0) -> bytes:
+    def get_raw(self, oid: str) -> bytes:
+        """The verified raw content of an object, decoding its delta chain.
+
+        Only the final content is hashed: a wrong base can only give a wrong result
+        (XOR and addition are bijections), which the id check catches. Then the chain
+        is decoded again, every level verified, to name the corrupt object."""
         cached = self._raw.get(oid)
         if cached is not None:
             return cached
-        if _depth > 256:
-            raise CorruptObjectError(f"object {oid[:12]}: delta chain too deep or cyclic")
+        chain: list[tuple[str, bytes]] = []
+        raw = self._decode(oid, chain, verify=False)
+        if hash_bytes(raw) != oid:
+            self._decode(oid, [], verify=True)
+            raise CorruptObjectError(f"object {oid[:12]}: content does not match its id")
+        for base_id, base_raw in chain:
+            self._raw.put(base_id, base_raw)
+        return raw
+
+    def _decode(self, oid: str, chain: list[tuple[str, bytes]], verify: bool) -> bytes:
         from ckptvc.objects import codecs
 
-        data = self.read_stored(oid)
+        if len(chain) > 256:
+            raise CorruptObjectError(f"object {oid[:12]}: delta chain too deep or cyclic")
+        cached = self._raw.get(oid)
+        if cached is not None:
+            return cached
         where = f"object {oid[:12]}"
-        env = envelope.unpack(data, where)
-        raw = codecs.decode(env.codec, env.params, env.payload, env.raw_size, where,
-                            lambda base: self.get_raw(base, _depth + 1))
-        if hash_bytes(raw) != oid:
+        env = envelope.unpack(self.read_stored(oid), where)
+
+        def base_raw(base: str) -> bytes:
+            data = self._decode(base, chain, verify)
+            chain.append((base, data))
+            return data
+
+        raw = codecs.decode(env.codec, env.params, env.payload, env.raw_size, where, base_raw)
+        if verify and hash_bytes(raw) != oid:
             raise CorruptObjectError(f"{where}: content does not match its id (corrupt object or delta base)")
-        if env.codec in codecs.DELTA_CODECS or _depth > 0:
-            self._raw.put(oid, raw)
         return raw
 
     def get_manifest(self, oid: str) -> Manifest:

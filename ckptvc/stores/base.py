@@ -42,6 +42,11 @@ class Store(ABC):
         two writers racing for one key see exactly one True."""
 
     @abstractmethod
+    def replace(self, key: str, data: bytes) -> None:
+        """Atomically overwrite `key` with another encoding of the same content (a
+        re-encoded object keeps its id). Readers see the old or the new value, whole."""
+
+    @abstractmethod
     def delete(self, key: str) -> None: ...
 
     @abstractmethod
@@ -51,6 +56,15 @@ class Store(ABC):
     @abstractmethod
     def size(self, key: str) -> int | None:
         """Stored size of a value, or None when absent."""
+
+    def sizes(self, keys: Iterable[str]) -> dict[str, int]:
+        """Stored sizes of the keys present. Stores override this to batch round trips."""
+        out = {}
+        for k in keys:
+            n = self.size(k)
+            if n is not None:
+                out[k] = n
+        return out
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -88,9 +88,15 @@ class LocalStore(Store):
             raise KeyError(key) from None
 
     def write(self, key: str, data: bytes, *, exclusive: bool = False) -> bool:
-        path = self._path(key)
-        if path.exists():
+        if self._path(key).exists():
             return False
+        return self._write(key, data, exclusive=exclusive, overwrite=False)
+
+    def replace(self, key: str, data: bytes) -> None:
+        self._write(key, data, exclusive=False, overwrite=True)
+
+    def _write(self, key: str, data: bytes, *, exclusive: bool, overwrite: bool) -> bool:
+        path = self._path(key)
         tmp_dir = self.root / TMP_DIR
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,266 @@
+"""Checkpoint-aware storage: formats understood, tensor dedup, deltas, chain bound,
+hostile headers. Every case ends in a byte-identical restore."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import training_series, write_safetensors
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ckptvc.objects.formats import detect_layout
+from ckptvc.objects.objectdb import ObjectDB
+from ckptvc.repo import Repo
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+def _restore_and_compare(root, name: str, want: bytes) -> None:
+    (root / name).unlink()
+    with Repo.open(root) as repo:
+        repo.checkout(paths=[name])
+    assert (root / name).read_bytes() == want
+
+
+def _set_chain(root, n: int) -> None:
+    cfg = root / ".ckptvc" / "config.toml"
+    cfg.write_text(cfg.read_text().replace("max_delta_chain = 8", f"max_delta_chain = {n}"))
+
+
+DTYPES = [np.float32, np.float16, np.float64, np.int64, np.int32, np.int8, np.uint8, np.bool_, "bf16"]
+
+
+@st.composite
+def tensor_dicts(draw):
+    n = draw(st.integers(1, 6))
+    out, bf16 = {}, set()
+    for i in range(n):
+        dtype = draw(st.sampled_from(DTYPES))
+        shape = tuple(draw(st.lists(st.integers(0, 70), min_size=0, max_size=3)))
+        seed = draw(st.integers(0, 2**31))
+        rng = np.random.default_rng(seed)
+        size = int(np.prod(shape)) if shape else 1
+        if dtype == "bf16":
+            arr = rng.integers(0, 2**16, size, dtype=np.uint16).reshape(shape)
+            bf16.add(f"t{i}")
+        elif dtype == np.bool_:
+            arr = rng.integers(0, 2, size).astype(np.bool_).reshape(shape)
+        elif np.issubdtype(dtype, np.floating):
+            arr = rng.standard_normal(size).astype(dtype).reshape(shape)
+            if size:
+                arr.flat[0] = np.nan
+                arr.flat[-1] = np.inf
+        else:
+            info = np.iinfo(dtype)
+            arr = rng.integers(info.min, info.max, size, dtype=dtype, endpoint=True).reshape(shape)
+        out[f"t{i}"] = arr
+    return out, bf16
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(versions=st.lists(tensor_dicts(), min_size=1, max_size=3))
+def test_safetensors_any_dtype_shape_round_trips_every_version(workdir, versions):
+    with Repo.open(workdir) as repo:
+        commits = []
+        for tensors, bf16 in versions:
+            write_safetensors(workdir / "m.safetensors", tensors, {"k": "v"}, bf16)
+            repo.add([workdir / "m.safetensors"])
+            try:
+                sha = repo.commit("v")
+            except Exception:  # same content as the previous version: nothing to commit
+                sha = commits[-1][0]
+            commits.append((sha, (workdir / "m.safetensors").read_bytes()))
+        for sha, want in commits:
+            repo.checkout(sha, force=True)
+            assert (workdir / "m.safetensors").read_bytes() == want
+
+
+def test_layout_of_safetensors_header_is_understood(tmp_path):
+    t = {"a": np.zeros((3, 5), np.float32), "b": np.arange(7, dtype=np.int64)}
+    p = write_safetensors(tmp_path / "x.safetensors", t, {"step": "3"})
+    layout = detect_layout(p, p.stat().st_size)
+    assert layout is not None and layout.format == "safetensors" and layout.metadata == {"step": "3"}
+    assert [(r.name, r.width, r.length) for r in layout.regions] == [("a", 4, 60), ("b", 8, 56)]
+
+
+def _hostile_header(kind: str) -> bytes:
+    good = {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}
+    body = np.arange(8, dtype=np.float32).tobytes()
+    if kind == "huge_length":
+        return struct.pack("<Q", 2**63) + b"{}" + body
+    if kind == "bad_json":
+        h = b'{"a": {"dtype": '
+        return struct.pack("<Q", len(h)) + h + body
+    hdr = dict(good)
+    if kind == "out_of_range":
+        hdr["a"] = {"dtype": "F32", "shape": [4], "data_offsets": [0, 10**9]}
+    elif kind == "overlap":
+        hdr["b"] = {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}
+    elif kind == "shape_lies":
+        hdr["a"] = {"dtype": "F32", "shape": [400], "data_offsets": [0, 16]}
+    elif kind == "negative":
+        hdr["a"] = {"dtype": "F32", "shape": [-4], "data_offsets": [16, 0]}
+    elif kind == "unknown_dtype":
+        hdr["a"] = {"dtype": "Q99", "shape": [4], "data_offsets": [0, 16]}
+    elif kind == "not_object":
+        hdr = [1, 2, 3]
+    raw = json.dumps(hdr).encode()
+    return struct.pack("<Q", len(raw)) + raw + body
+
+
+@pytest.mark.parametrize("kind", ["huge_length", "bad_json", "out_of_range", "overlap", "shape_lies", "negative",
+                                  "unknown_dtype", "not_object"])
+def test_hostile_safetensors_header_falls_back_to_plain_chunks(workdir, kind):
+    data = _hostile_header(kind)
+    p = workdir / "evil.safetensors"
+    p.write_bytes(data)
+    assert detect_layout(p, len(data)) is None
+    with Repo.open(workdir) as repo:
+        repo.add([p])
+    _restore_and_compare(workdir, "evil.safetensors", data)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=0, max_size=400), prefix=st.sampled_from([b"", b"PK\x03\x04", b"\x10\x00\x00\x00"]))
+def test_random_bytes_never_crash_format_detection(tmp_path, data, prefix):
+    p = tmp_path / "f.bin"
+    p.write_bytes(prefix + data)
+    detect_layout(p, len(prefix + data))  # returns a layout or None, never raises
+
+
+def _torch_like_zip(path, storages: list[np.ndarray]) -> None:
+    """The layout torch.save writes: a zip whose storages are stored uncompressed."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00." + bytes(100))
+        zf.writestr("archive/version", b"3\n")
+        for i, s in enumerate(storages):
+            zf.writestr(f"archive/data/{i}", s.tobytes())
+
+
+def test_torch_zip_is_chunked_per_storage_and_dedups_frozen_ones(workdir):
+    series = training_series(2, scale=4)
+    p = workdir / "model.pt"
+    _torch_like_zip(p, list(series[0].values()))
+    layout = detect_layout(p, p.stat().st_size)
+    assert layout is not None and layout.format == "torch" and len(layout.regions) == len(series[0])
+    with Repo.open(workdir) as repo:
+        first = repo.add([p])[0]
+        _torch_like_zip(p, list(series[1].values()))
+        second = repo.add([p])[0]
+        v2 = p.read_bytes()
+    frozen = series[0]["model.frozen"].nbytes
+    assert second.new_bytes < first.new_bytes - frozen // 2
+    _restore_and_compare(workdir, "model.pt", v2)
+
+
+def test_real_torch_save_round_trips(workdir):
+    torch = pytest.importorskip("torch")
+    sd = {"w": torch.randn(300, 200), "b": torch.zeros(200, dtype=torch.bfloat16), "i": torch.arange(10)}
+    p = workdir / "ckpt.pt"
+    torch.save(sd, p)
+    assert detect_layout(p, p.stat().st_size).format == "torch"
+    with Repo.open(workdir) as repo:
+        repo.add([p])
+    _restore_and_compare(workdir, "ckpt.pt", p.read_bytes())
+
+
+def test_sharded_checkpoint_directory_round_trips_and_dedups(workdir):
+    series = training_series(2, scale=4)
+    d = workdir / "sharded"
+    names = list(series[0])
+    half = len(names) // 2
+
+    def write(k):
+        t = series[k]
+        write_safetensors(d / "model-00001-of-00002.safetensors", {n: t[n] for n in names[:half]})
+        write_safetensors(d / "model-00002-of-00002.safetensors", {n: t[n] for n in names[half:]})
+        index = {"weight_map": {n: f"model-0000{1 + (i >= half)}-of-00002.safetensors" for i, n in enumerate(names)}}
+        (d / "model.safetensors.index.json").write_text(json.dumps(index))
+
+    write(0)
+    with Repo.open(workdir) as repo:
+        repo.add([d])
+        repo.commit("shards v0")
+        write(1)
+        repo.add([d])
+        sha = repo.commit("shards v1")
+    want = {p.name: p.read_bytes() for p in d.iterdir()}
+    import shutil
+
+    shutil.rmtree(d)
+    with Repo.open(workdir) as repo:
+        repo.checkout(sha)
+        assert {p.name: p.read_bytes() for p in d.iterdir()} == want
+
+
+def test_frozen_tensors_cost_nothing_new(workdir):
+    rng = np.random.default_rng(3)
+    frozen = (rng.standard_normal((1024, 512)) * 0.02).astype(np.float32)  # 2 MiB
+    with Repo.open(workdir) as repo:
+        sizes = []
+        for _ in range(3):
+            t = {"frozen.embed": frozen, "head": rng.standard_normal((64, 64)).astype(np.float32)}
+            write_safetensors(workdir / "m.safetensors", t)
+            sizes.append(repo.add([workdir / "m.safetensors"])[0].new_bytes)
+    assert sizes[0] > frozen.nbytes * 0.7
+    assert sizes[1] < 40_000 and sizes[2] < 40_000
+
+
+def test_same_base_model_in_two_runs_is_stored_once(workdir):
+    series = training_series(1, scale=8)
+    write_safetensors(workdir / "run-a.safetensors", series[0])
+    write_safetensors(workdir / "run-b.safetensors", series[0], {"run": "b"})
+    with Repo.open(workdir) as repo:
+        a = repo.add([workdir / "run-a.safetensors"])[0]
+        b = repo.add([workdir / "run-b.safetensors"])[0]
+    assert b.new_bytes < a.new_bytes * 0.02
+
+
+def test_series_is_stored_smaller_than_standalone_and_latest_is_standalone(workdir):
+    series = training_series(5, scale=8)
+    with Repo.open(workdir) as repo:
+        raw = 0
+        for t in series:
+            write_safetensors(workdir / "m.safetensors", t)
+            raw += (workdir / "m.safetensors").stat().st_size
+            repo.add([workdir / "m.safetensors"])
+            repo.commit("step")
+        db = ObjectDB(repo.cache)
+        latest = db.get_manifest(repo.pointers_at("HEAD")["m.safetensors"].manifest)
+        assert all(db.info(c.id).base is None for c in latest.files[0].chunks)
+        oldest = db.get_manifest(repo.pointers_at("HEAD~4")["m.safetensors"].manifest)
+        assert sum(db.info(c.id).base is not None for c in oldest.files[0].chunks) >= 2  # weights, exp_avg_sq
+    stored = sum(p.stat().st_size for p in (workdir / ".ckptvc/cache/objects").rglob("*") if p.is_file())
+    assert stored < 0.8 * raw
+
+
+def _max_chain(db: ObjectDB, oid: str) -> int:
+    n = 0
+    while (base := db.info(oid).base) is not None:
+        oid = base
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("bound", [0, 1, 3])
+def test_delta_chain_bound_holds(workdir, bound):
+    _set_chain(workdir, bound)
+    series = training_series(9)
+    with Repo.open(workdir) as repo:
+        for t in series:
+            write_safetensors(workdir / "m.safetensors", t)
+            repo.add([workdir / "m.safetensors"])
+            repo.commit("step")
+        db = ObjectDB(repo.cache)
+        worst = 0
+        for k in range(len(series)):
+            m = db.get_manifest(repo.pointers_at(f"HEAD~{k}")["m.safetensors"].manifest)
+            worst = max([worst] + [_max_chain(db, c.id) for c in m.files[0].chunks])
+    assert worst <= bound
+    if bound:
+        assert worst == bound  # deltas are actually used up to the bound
