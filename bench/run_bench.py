@@ -21,6 +21,7 @@ output tail) goes to bench/out/results-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -103,10 +104,8 @@ class Runner:
 
             def kill() -> None:
                 timed_out.set()
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)  # the group of the process we started, by its id
-                except ProcessLookupError:
-                    pass
 
             timer = threading.Timer(self.timeout, kill)
             timer.start()
@@ -127,8 +126,11 @@ class Runner:
         if self.verbose:
             print(f"    [{wall:8.2f} s {ru.ru_maxrss / 1024:7.0f} MiB rc={r.rc}] {' '.join(cmd)}", flush=True)
         if check and not r.ok:
-            why = "timed out" if r.timed_out else f"exit {r.rc}"
-            raise BenchError(f"{' '.join(cmd)} (in {cwd}): {why}\n{(err or out)[-1500:]}")
+            why = f"timed out after {self.timeout:.0f} s" if r.timed_out else f"exit {r.rc}"
+            last = (err or out).strip().splitlines()
+            short = " ".join([Path(cmd[0]).name, *cmd[1:]])
+            short = short if len(short) < 100 else short[:97] + "..."
+            raise BenchError(f"'{short}' (in {cwd}): {why}: {last[-1] if last else ''}")
         return r
 
 
@@ -350,12 +352,15 @@ class Dvc(Tool):
 class ToolResult:
     metrics: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    refusals: dict = field(default_factory=dict)  # error text -> restores that needed --force
+    restores: int = 0
     steps: list = field(default_factory=list)  # per measured step: label, wall, rss, ...
     error: str | None = None
 
 
 def step_record(name: str, runs: list[Run], **extra) -> dict:
     return {"step": name, "wall_s": sum(r.wall_s for r in runs), "maxrss_kib": max(r.maxrss_kib for r in runs),
+            "cpu_s": sum(r.user_s + r.sys_s for r in runs),
             "commands": [{"cmd": " ".join([Path(r.cmd[0]).name, *r.cmd[1:]])[:300], "wall_s": r.wall_s,
                           "maxrss_kib": r.maxrss_kib, "rc": r.rc} for r in runs], **extra}
 
@@ -371,13 +376,15 @@ class Bench:
     # restore with the tool's own command; if it refuses, record why and retry with --force
     def _restore(self, tool: Tool, repo: Path, how: str, res: ToolResult, what: str) -> tuple[Run, bool]:
         fn = tool.pull if how == "pull" else tool.checkout
+        res.restores += 1
         r = fn(repo)
         if r.ok:
             return r, False
-        first = (r.stderr_tail or r.stdout_tail).strip().splitlines()
-        res.notes.append(f"{what}: '{' '.join([Path(r.cmd[0]).name, *r.cmd[1:]])}' failed "
-                         f"(rc={r.rc}{', timed out' if r.timed_out else ''}): {first[-1] if first else ''!s}"
-                         f" -> retried with --force")
+        lines = (r.stderr_tail or r.stdout_tail).strip().splitlines()
+        msg = (lines[-1] if lines else "").replace(str(self.tmp), "$TMP")
+        msg = f"'{' '.join([Path(r.cmd[0]).name, *r.cmd[1:]])}' failed (rc={r.rc}" + \
+              (", timed out" if r.timed_out else "") + f"): {msg}"
+        res.refusals.setdefault(msg, []).append(what)
         r2 = fn(repo, force=True)
         if not r2.ok:
             raise BenchError(f"{what}: {' '.join(r2.cmd)} --force failed too (rc={r2.rc}): "
@@ -425,6 +432,7 @@ class Bench:
         m["add_commit_first_s"] = per[0]["wall_s"]
         m["add_commit_later_mean_s"] = (sum(p["wall_s"] for p in per[1:]) / (K - 1)) if K > 1 else None
         m["add_commit_rss_kib"] = max(p["maxrss_kib"] for p in per)
+        m["add_commit_cpu_s"] = sum(p["cpu_s"] for p in per)
         m["add_commit_per_step_s"] = [p["wall_s"] for p in per]
         m["commits"] = commits
         m["workspace_verified"] = self._verify(repo / MODEL, sha256(srcs[-1], True), res, "workspace after add")
@@ -442,6 +450,7 @@ class Bench:
         r, forced = self._restore(tool, clone, "pull", res, "pull latest in fresh clone")
         res.steps.append(step_record(f"fresh clone: pull (step{K - 1})", [r], forced=forced))
         m["restore_latest_s"], m["restore_latest_rss_kib"] = r.wall_s, r.maxrss_kib
+        m["restore_latest_cpu_s"] = r.user_s + r.sys_s
         m["restore_latest_verified"] = self._verify(clone / MODEL, sha256(srcs[-1], True), res,
                                                     f"pull step{K - 1}")
         order = [k for k in (2, 0) if k < K - 1] + [k for k in range(K - 1) if k not in (0, 2)]
@@ -501,6 +510,7 @@ class Bench:
         m["add_commit_v1_s"] = per[0]["wall_s"]
         m["add_commit_v2_s"] = per[1]["wall_s"]
         m["add_commit_rss_kib"] = max(p["maxrss_kib"] for p in per)
+        m["add_commit_cpu_s"] = sum(p["cpu_s"] for p in per)
         self._sizes(tool, repo, remote, m, "pre_push_")
         self.pc.drop()
         r = tool.push(repo)
@@ -513,6 +523,7 @@ class Bench:
         r, forced = self._restore(tool, clone, "pull", res, "pull v2 in fresh clone")
         res.steps.append(step_record("fresh clone: pull (v2)", [r], forced=forced))
         m["restore_latest_s"], m["restore_latest_rss_kib"] = r.wall_s, r.maxrss_kib
+        m["restore_latest_cpu_s"] = r.user_s + r.sys_s
         ok = self._verify(clone / BIG, sha256(v2, True), res, "pull v2")
         tool.git_checkout(clone, commits[0])
         self.pc.drop()
@@ -565,12 +576,14 @@ ROWS = {
         ("add_commit_s", "add+commit, whole series (sum)", "s"),
         ("add_commit_first_s", "  add+commit first ckpt", "s"),
         ("add_commit_later_mean_s", "  add+commit later ckpts (mean)", "s"),
+        ("add_commit_cpu_s", "  CPU time add/commit (user+sys)", "s"),
         ("add_commit_rss_kib", "  peak RSS add/commit", "rss"),
         ("pre_push_cache_bytes", "cache bytes (apparent)", "bytes"),
         ("push_s", "push --all-commits", "s"),
         ("push_rss_kib", "  peak RSS push", "rss"),
         ("remote_bytes", "remote bytes (apparent)", "bytes"),
         ("restore_latest_s", "fresh clone: pull latest", "s"),
+        ("restore_latest_cpu_s", "  CPU time pull latest", "s"),
         ("restore_latest_rss_kib", "  peak RSS pull latest", "rss"),
         ("restore_step2_s", "git checkout step2 + pull", "s"),
         ("restore_step0_s", "git checkout step0 + pull", "s"),
@@ -586,12 +599,14 @@ ROWS = {
         ("add_commit_s", "add+commit v1 + v2 (sum)", "s"),
         ("add_commit_v1_s", "  add+commit v1", "s"),
         ("add_commit_v2_s", "  add+commit v2", "s"),
+        ("add_commit_cpu_s", "  CPU time add/commit (user+sys)", "s"),
         ("add_commit_rss_kib", "  peak RSS add/commit", "rss"),
         ("pre_push_cache_bytes", "cache bytes (apparent)", "bytes"),
         ("push_s", "push --all-commits", "s"),
         ("push_rss_kib", "  peak RSS push", "rss"),
         ("remote_bytes", "remote bytes (apparent)", "bytes"),
         ("restore_latest_s", "fresh clone: pull v2", "s"),
+        ("restore_latest_cpu_s", "  CPU time pull v2", "s"),
         ("restore_latest_rss_kib", "  peak RSS pull v2", "rss"),
         ("restore_v1_s", "git checkout v1 + pull", "s"),
         ("restore_v1_rss_kib", "  peak RSS pull v1", "rss"),
@@ -638,6 +653,9 @@ def table(title: str, wl: str, res: dict[str, ToolResult]) -> str:
             continue
         if r.error:
             lines.append(f"  {name} ERROR: {r.error.splitlines()[0][:300]}")
+        for msg, whats in r.refusals.items():
+            lines.append(f"  {name}: {len(whats)} of {r.restores} restores refused without --force, timed with it "
+                         f"({', '.join(whats)}): {msg[:300]}")
         for note in r.notes:
             lines.append(f"  {name} note: {note[:400]}")
     return "\n".join(lines)
@@ -654,12 +672,26 @@ def tool_version(cmd: list[str]) -> str:
         return f"? ({exc})"
 
 
-def project_rev() -> str:
+def export_ckptvc(rev: str, dest: Path) -> Path:
+    """`git archive REV ckptvc/` into dest: the package as committed, whatever the work tree holds."""
+    dest.mkdir(parents=True)
+    arch = subprocess.run([GIT, "archive", "--format=tar", rev, "ckptvc"], cwd=PROJECT, capture_output=True)
+    if arch.returncode != 0:
+        raise BenchError(f"git archive {rev}: {arch.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=arch.stdout, check=True)
+    return dest
+
+
+def project_rev(rev: str | None = None) -> str:
     try:
+        if rev:
+            full = subprocess.run([GIT, "rev-parse", rev], cwd=PROJECT, capture_output=True, text=True).stdout
+            return full.strip() + " (exported with --ckptvc-rev)"
         rev = subprocess.run([GIT, "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run([GIT, "status", "--porcelain", "--", "ckptvc"], cwd=PROJECT, capture_output=True,
                                text=True).stdout.strip()
-        return rev + (" (ckptvc/ has uncommitted changes)" if dirty else "")
+        return rev + (" + UNCOMMITTED changes in ckptvc/ (use --ckptvc-rev HEAD to measure a commit)"
+                      if dirty else "")
     except OSError:
         return "?"
 
@@ -704,6 +736,10 @@ def main() -> int:
     ap.add_argument("--no-drop-caches", action="store_true", help="do not drop the page cache between phases")
     ap.add_argument("--no-generate", action="store_true", help="fail instead of generating a missing workload")
     ap.add_argument("--out", type=Path, default=HERE / "out", help="directory for results-<timestamp>.json")
+    ap.add_argument("--ckptvc-rev", metavar="REV", default=None,
+                    help="measure the ckptvc package as committed at git revision REV of this repository "
+                         "(exported to the temp dir and put first on PYTHONPATH) instead of the installed, "
+                         "possibly edited, work tree")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every command with its time and RSS")
     a = ap.parse_args()
     only = [w for w in a.only.split(",") if w]
@@ -723,6 +759,9 @@ def main() -> int:
     if a.tmp:
         a.tmp.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="ckptvc-bench-", dir=str(a.tmp) if a.tmp else None)).resolve()
+    if a.ckptvc_rev:
+        src = export_ckptvc(a.ckptvc_rev, tmp / "ckptvc-src")
+        ENV["PYTHONPATH"] = str(src) + (os.pathsep + ENV["PYTHONPATH"] if ENV.get("PYTHONPATH") else "")
     runner = Runner(a.timeout, a.verbose)
     pc = PageCache(not a.no_drop_caches)
     bench = Bench(a, runner, pc, tmp)
@@ -733,7 +772,10 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "python": sys.executable,
         "ckptvc_version": tool_version([CKPTVC, "--version"]),
-        "ckptvc_project_rev": project_rev(),
+        "ckptvc_project_rev": project_rev(a.ckptvc_rev),
+        "ckptvc_imported_from": subprocess.run(
+            [sys.executable, "-c", "import ckptvc; print(ckptvc.__file__)"], env=ENV, cwd=tmp, capture_output=True,
+            text=True).stdout.strip(),
         "dvc_version": tool_version([DVC, "--version"]),
         "git_version": tool_version([GIT, "--version"]),
         "platform": platform.platform(),
@@ -742,11 +784,14 @@ def main() -> int:
         "tmp": str(tmp),
         "tmp_fs": subprocess.run(["stat", "-f", "-c", "%T", str(tmp)], capture_output=True, text=True).stdout.strip(),
         "workload": str(a.workload.resolve()),
+        "loadavg_start": os.getloadavg(),
         "rss_note": "peak RSS = ru_maxrss of the process from os.wait4 (includes descendants it reaped), KiB",
         "bytes_note": "bytes = apparent sizes (sum of st_size) of regular files, each inode once; "
                       "*_alloc_bytes = st_blocks*512",
     }
-    print(f"ckptvc: {meta['ckptvc_version']} ({meta['ckptvc_project_rev'][:12]}), dvc {meta['dvc_version']}, "
+    print(f"ckptvc: {meta['ckptvc_version']} at {meta['ckptvc_project_rev']}\n"
+          f"        imported from {meta['ckptvc_imported_from']}")
+    print(f"dvc {meta['dvc_version']}, "
           f"{meta['cpus']} CPUs, {meta['mem_gib']} GiB, temp dir {tmp} ({meta['tmp_fs']})", flush=True)
 
     results: dict[str, dict[str, ToolResult]] = {}
@@ -765,6 +810,7 @@ def main() -> int:
                 titles[wl] = f"status: {a.status_files} tracked files of {a.status_kib} KiB, unchanged tree"
             for tool in bench.tools:
                 res = ToolResult()
+                res.metrics["loadavg_1min_at_start"] = os.getloadavg()[0]
                 results[wl][tool.name] = res
                 t0 = time.time()
                 print(f"[{time.time() - t_start:7.0f} s] {wl} / {tool.label} ...", flush=True)
@@ -783,6 +829,7 @@ def main() -> int:
     finally:
         meta["page_cache_drop"] = pc.summary()
         meta["total_s"] = time.time() - t_start
+        meta["loadavg_end"] = os.getloadavg()
         doc = {"meta": meta,
                "workloads": {wl: {t: asdict(r) for t, r in rs.items()} for wl, rs in results.items()},
                "commands": [asdict(r) for r in runner.log]}
@@ -793,7 +840,11 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
     print()
+    print(f"ckptvc {meta['ckptvc_project_rev']}; dvc {meta['dvc_version']}; {meta['cpus']} CPUs; "
+          f"temp dir on {meta['tmp_fs']}")
     print(f"page cache drop between phases: {meta['page_cache_drop']}")
+    print(f"load average at start {meta['loadavg_start'][0]:.2f}, at end {meta['loadavg_end'][0]:.2f} "
+          f"(other work on the machine disturbs the times)")
     print("times: wall clock of the tool's process(es); RSS: peak of the process tree; "
           "bytes: apparent file sizes summed")
     print()
