@@ -186,10 +186,18 @@ class Repo:
     # ------------------------------------------------------------ remotes
 
     def remote_add(self, name: str, url: str, default: bool = False, options: dict | None = None) -> None:
+        from ckptvc.config import REMOTE_KEYS
+        from ckptvc.stores.factory import validate_remote_url
+
         check_name(name, "remote")
         if name in self.config.remotes:
             raise UserInputError(f"{self.config_path}: remote {name!r} already exists (remove it first)")
-        open_store(url, self.root, options)  # validates the URL
+        validate_remote_url(url)
+        for key, value in (options or {}).items():
+            if key not in REMOTE_KEYS or key == "url" or type(value) is not REMOTE_KEYS[key]:
+                raise UserInputError(f"remote option {key}={value!r} is not valid")
+        if not url.startswith("s3://") and options:
+            raise UserInputError(f"remote {url!r}: --endpoint-url/--region/--profile apply to s3:// remotes only")
         self.config.remotes[name] = RemoteConfig(name, url, dict(options or {}))
         if default or not self.config.default_remote:
             self.config.core["default_remote"] = name
@@ -494,7 +502,10 @@ class Repo:
         return name, stats
 
     def _transfer_jobs(self, store: Store) -> int:
-        return max(self.jobs * 2, 4)
+        configured = getattr(store, "jobs", None)
+        if configured:
+            return int(configured)
+        return max(self.jobs * 4, 8) if getattr(store, "url", "").startswith("s3://") else max(self.jobs * 2, 4)
 
     def fetch(self, remote: str | None = None, rev: str | None = None, paths: list[str] | None = None,
               all_commits: bool = False):

@@ -212,16 +212,24 @@ def remote() -> None:
 @click.argument("name")
 @click.argument("url")
 @click.option("--default", "make_default", is_flag=True, help="Make it the default remote.")
+@click.option("--endpoint-url", help="S3-compatible endpoint (MinIO, Ceph, SeaweedFS).")
+@click.option("--region", help="S3 region.")
+@click.option("--profile", help="AWS profile name (credentials stay in the AWS chain, never in the repo).")
+@click.option("--jobs", type=int, help="Parallel transfers for this remote.")
 @handle_errors
-def remote_add(name: str, url: str, make_default: bool) -> None:
-    """Add a remote: a local path or file:// URL.
+def remote_add(name: str, url: str, make_default: bool, endpoint_url: str | None, region: str | None,
+               profile: str | None, jobs: int | None) -> None:
+    """Add a remote: a local path, file:// URL, or s3://bucket/prefix.
 
     \b
     Example:
       ckptvc remote add origin /mnt/nvme/ckpt --default
+      ckptvc remote add s3 s3://team-ckpts/llm --endpoint-url http://minio:9000 --default
     """
+    options = {k: v for k, v in {"endpoint_url": endpoint_url, "region": region, "profile": profile,
+                                 "jobs": jobs}.items() if v is not None}
     with open_repo() as repo:
-        repo.remote_add(name, url, default=make_default)
+        repo.remote_add(name, url, default=make_default, options=options)
         default = repo.config.default_remote
     out.print(f"remote {name} -> {url}" + (" (default)" if default == name else ""))
 
@@ -339,6 +347,21 @@ def demo(workdir: str | None, keep: bool) -> None:
 
     sys.exit(run_demo(Path(workdir) if workdir else None, keep))
 
+
+def _register_command_modules() -> None:
+    """Commands that live in their own modules (one module per concern) attach
+    themselves to `main` when imported."""
+    import importlib
+
+    for module in ("ckptvc.cli.maintenance_cmds", "ckptvc.cli.lineage_cmds"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+_register_command_modules()
 
 if __name__ == "__main__":  # pragma: no cover
     main()
