@@ -125,6 +125,9 @@ class Repo:
         repo = cls(git, config)
         if remote_url and "origin" not in config.remotes:
             repo.remote_add("origin", remote_url, default=True)
+        from ckptvc.hooks import install_pre_push
+
+        repo.hook_action = install_pre_push(Path(git.repo.controldir()))
         return repo
 
     @classmethod

@@ -364,4 +364,7 @@ def _register_command_modules() -> None:
 _register_command_modules()
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # run the module under its real name, so commands registered on it are there
+    from ckptvc.cli.main import main as _main
+
+    _main()

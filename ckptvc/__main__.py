@@ -1,0 +1,5 @@
+"""`python -m ckptvc`: the command line."""
+
+from ckptvc.cli.main import main
+
+main()
