@@ -221,3 +221,29 @@ def test_unwritable_remote_is_one_line_error(workdir, cli, tmp_path):
 def test_add_outside_repository_is_refused(workdir, cli, path):
     r = cli("add", path, ok=False)
     assert r.exit_code == 2 and "outside the repository" in r.output
+
+
+def test_kill_during_push_then_rerun_moves_only_what_is_missing(workdir):
+    _big_float_file(workdir / "big.bin", 300)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    subprocess.run(CKPTVC + ["add", "big.bin"], cwd=workdir, env=env, check=True, capture_output=True)
+    remote = workdir.parent / "remote"
+    proc = subprocess.Popen(CKPTVC + ["push"], cwd=workdir, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not (remote / "objects").exists() or len(objects_in(remote)) < 10):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "push finished before it could be killed"
+    landed = len(objects_in(remote))
+    verify_store(remote)  # whole objects only
+    with Repo.open(workdir) as repo:
+        manifest = repo.tracked()[0].pointer.manifest
+        total = len(repo.objectdb(False).closure(repo.objectdb(False).get_manifest(manifest).chunk_ids())) + 1
+    assert landed < total
+    assert not (remote / "objects" / manifest[:2] / manifest[2:]).exists()  # manifests go last
+    done = subprocess.run(CKPTVC + ["push"], cwd=workdir, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"pushed {total - landed} objects" in done.stdout
+    assert verify_store(remote) == total
