@@ -35,7 +35,8 @@ def copy_objects(src: Store, dst: Store, oids: Iterable[str], jobs: int, progres
     oids = sorted(set(oids))
     if not oids:
         return []
-    progress.start(task, len(oids))
+    sizes = src.sizes([object_key(o) for o in oids])  # one listing or stat pass: totals for the bar
+    progress.start(task, sum(sizes.values()))
 
     def one(oid: str) -> tuple[int, str | None]:
         key = object_key(oid)
@@ -56,7 +57,7 @@ def copy_objects(src: Store, dst: Store, oids: Iterable[str], jobs: int, progres
         stats.bytes += size
         if base:
             bases.append(base)
-        progress.advance(task, 1)
+        progress.advance(task, size)
     progress.finish(task)
     return bases
 

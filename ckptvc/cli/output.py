@@ -53,7 +53,7 @@ class RichProgress:
         if not self.enabled:
             return
         bar = self._ensure()
-        if task.endswith(("objects", "manifests")):
+        if task.startswith("fsck"):
             self.tasks[task] = bar.add_task(task, total=total)
             bar.columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                            TimeRemainingColumn())
