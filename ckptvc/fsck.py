@@ -205,3 +205,4 @@ def _repair(repo, store: Store, report: FsckReport) -> None:
                 base = info_of(base_data, base).base
             report.repaired.append(p)
         kind[:] = left
+    store.sync()

@@ -116,7 +116,7 @@ class Ingester:
             return 0
         check = codecs.decode(enc.codec, enc.params, memoryview(enc.payload), len(p_raw), f"object {pid[:12]}",
                               lambda _: n_raw)
-        if check != p_raw:  # a codec bug must never cost data: keep the old form
+        if check != memoryview(p_raw):  # a codec bug must never cost data: keep the old form
             raise CkptvcError(f"object {pid[:12]}: delta re-coding failed its check; nothing was changed")
         with self._recode_lock:
             if db.info(pid).depth != 0 or db.info(nid).depth != 0:

@@ -19,6 +19,7 @@ from ckptvc.objects.objectdb import ObjectDB, check_envelope, info_of, object_ke
 from ckptvc.parallel import ordered_map
 from ckptvc.progress import NULL_PROGRESS, Progress
 from ckptvc.stores.base import Store
+from ckptvc.stores.local import LocalStore
 
 
 @dataclass
@@ -29,9 +30,11 @@ class TransferStats:
 
 
 def copy_objects(src: Store, dst: Store, oids: Iterable[str], jobs: int, progress: Progress, task: str,
-                 stats: TransferStats, replace: bool = False) -> list[str]:
+                 stats: TransferStats, replace: bool = False, link: bool = False) -> list[str]:
     """Copy objects verbatim, checking each envelope before it is written. Returns the
-    delta bases the copied objects name. replace=True overwrites (re-coded objects)."""
+    delta bases the copied objects name. replace=True overwrites (re-coded objects).
+    link=True lets a local cache share the file of a local remote on the same
+    filesystem (fetch only: a remote must stay an independent copy, so push copies)."""
     oids = sorted(set(oids))
     if not oids:
         return []
@@ -47,6 +50,8 @@ def copy_objects(src: Store, dst: Store, oids: Iterable[str], jobs: int, progres
         info = check_envelope(data, f"{src.url}: object {oid[:12]}")
         if replace:
             dst.replace(key, data)
+        elif link and isinstance(src, LocalStore) and isinstance(dst, LocalStore):
+            dst.adopt(src, key, data)
         else:
             dst.write(key, data)
         return len(data), info.base
@@ -71,7 +76,7 @@ def decode_manifest_bytes(data: bytes, oid: str, where: str) -> Manifest:
     raw = codecs.decode(env.codec, env.params, env.payload, env.raw_size, where, no_base)
     if hash_bytes(raw) != oid:
         raise CorruptObjectError(f"{where}: manifest content does not match its id")
-    return Manifest.from_bytes(raw, where)
+    return Manifest.from_bytes(bytes(raw), where)
 
 
 def push(db: ObjectDB, remote: Store, manifest_ids: Iterable[str], jobs: int,
@@ -100,7 +105,9 @@ def push(db: ObjectDB, remote: Store, manifest_ids: Iterable[str], jobs: int,
             bases = db.closure(set(smaller)) - set(smaller)
             copy_objects(db.cache, remote, db.missing(bases, remote), jobs, progress, "push objects", stats)
             copy_objects(db.cache, remote, smaller, jobs, progress, "push re-coded objects", stats, replace=True)
+        remote.sync()
         copy_objects(db.cache, remote, todo, jobs, progress, "push manifests", stats)
+        remote.sync()
     except OSError as exc:
         raise RemoteError(f"{remote.url}: push failed: {exc}") from exc
     return stats
@@ -147,13 +154,15 @@ def fetch(db: ObjectDB, remote: Store, manifest_ids: Iterable[str], jobs: int,
             if base:
                 wanted |= db.missing(db.closure({base}))
         while wanted:
-            bases = copy_objects(remote, db.cache, wanted, jobs, progress, "fetch objects", stats)
+            bases = copy_objects(remote, db.cache, wanted, jobs, progress, "fetch objects", stats, link=True)
             wanted = db.missing(set(bases))
+        db.cache.sync()
         for mid, data in fetched_manifests.items():
             info_of(data, mid)
             db.cache.write(object_key(mid), data)
             stats.objects += 1
             stats.bytes += len(data)
+        db.cache.sync()
     except OSError as exc:
         raise RemoteError(f"{remote.url}: fetch failed: {exc}") from exc
     return stats

@@ -96,4 +96,4 @@ def test_corrupt_header_is_detected():
     with pytest.raises(CorruptObjectError, match="truncated"):
         envelope.unpack(blob[:20], "x")
     with pytest.raises(CorruptObjectError):
-        _decode(codecs.Encoded(codecs.RAW, b"", b"abc"), 4)
+        _decode(codecs.Encoded(codecs.RAW, b"", (b"abc",)), 4)

@@ -67,62 +67,82 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
+Buffer = bytes | memoryview | np.ndarray
+
+
 @dataclass(frozen=True)
 class Encoded:
+    """An encoded form. The payload is kept as a list of buffers (plane headers,
+    compressed planes, views of raw planes) so that nothing is copied to join them:
+    stores write the parts one after the other."""
+
     codec: int
     params: bytes
-    payload: bytes
+    parts: tuple[Buffer, ...]
 
     @property
     def size(self) -> int:
-        return len(self.params) + len(self.payload)
+        return len(self.params) + sum(_nbytes(p) for p in self.parts)
+
+    @property
+    def payload(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def _nbytes(buf: Buffer) -> int:
+    return buf.nbytes if isinstance(buf, np.ndarray | memoryview) else len(buf)
 
 
 # ---------------------------------------------------------------- planes
 
 
-def _split_planes(raw: memoryview | bytes, width: int) -> tuple[list[np.ndarray], bytes]:
-    n = len(raw) // width
-    arr = np.frombuffer(raw, dtype=np.uint8, count=n * width)
-    grouped = arr.reshape(n, width).T.copy()  # one contiguous row per byte position
-    tail = bytes(raw[n * width :])
-    return [grouped[i] for i in range(width)], tail
+def _split_planes(raw: Buffer, width: int) -> tuple[list[np.ndarray], memoryview]:
+    n = _nbytes(raw) // width
+    arr = np.frombuffer(raw, dtype=np.uint8)
+    grouped = arr[: n * width].reshape(n, width).T.copy()  # one contiguous row per byte position
+    return [grouped[i] for i in range(width)], memoryview(arr[n * width :])
 
 
-def _compress_plane(plane: np.ndarray | bytes, level: int) -> tuple[int, bytes]:
-    data = plane if isinstance(plane, bytes) else plane.tobytes()
-    if not data:
-        return _PLANE_RAW, data
+def _compress_plane(plane: Buffer, level: int) -> tuple[int, Buffer]:
+    size = _nbytes(plane)
+    if not size:
+        return _PLANE_RAW, b""
     c = _compressor(level)
-    if len(data) > 4 * _SAMPLE:
-        sample = c.compress(data[:_SAMPLE])
+    if size > 4 * _SAMPLE:
+        sample = c.compress(memoryview(plane)[:_SAMPLE])
         if len(sample) > _SAMPLE_GIVE_UP * _SAMPLE:
-            return _PLANE_RAW, data
-    z = c.compress(data)
-    if len(z) < len(data):
+            return _PLANE_RAW, plane
+    z = c.compress(plane)
+    if len(z) < size:
         return _PLANE_ZSTD, z
-    return _PLANE_RAW, data
+    return _PLANE_RAW, plane
 
 
-def encode_planes_payload(raw: memoryview | bytes, width: int, level: int) -> bytes:
+def encode_planes_parts(raw: Buffer, width: int, level: int) -> list[Buffer]:
     if width <= 1:
-        planes, tail = [np.frombuffer(raw, dtype=np.uint8)], b""
+        planes, tail = [np.frombuffer(raw, dtype=np.uint8)], memoryview(b"")
     else:
         planes, tail = _split_planes(raw, width)
-    parts: list[bytes] = []
+    parts: list[Buffer] = []
     for plane in planes:
         mode, data = _compress_plane(plane, level)
-        parts.append(_PLANE_HEAD.pack(mode, len(data)))
+        parts.append(_PLANE_HEAD.pack(mode, _nbytes(data)))
         parts.append(data)
-    parts.append(tail)
-    return b"".join(parts)
+    if len(tail):
+        parts.append(tail)
+    return parts
 
 
-def decode_planes_payload(payload: memoryview, raw_size: int, width: int, where: str) -> np.ndarray:
-    """Decoded bytes as a uint8 array of raw_size."""
+def encode_planes_payload(raw: Buffer, width: int, level: int) -> bytes:
+    return b"".join(encode_planes_parts(raw, width, level))
+
+
+def decode_planes_into(payload: memoryview, out: np.ndarray, width: int, where: str) -> None:
+    """Decode a planes payload into `out` (a uint8 array of the raw size)."""
     width = max(width, 1)
+    raw_size = len(out)
     n = raw_size // width
-    out = np.empty((n, width), dtype=np.uint8)
+    grid = out[: n * width].reshape(n, width)
     off = 0
     for i in range(width):
         if off + _PLANE_HEAD.size > len(payload):
@@ -144,14 +164,18 @@ def decode_planes_payload(payload: memoryview, raw_size: int, width: int, where:
             raise CorruptObjectError(f"{where}: unknown plane mode {mode}")
         if len(plane) != n:
             raise CorruptObjectError(f"{where}: plane size {len(plane)} != {n}")
-        out[:, i] = np.frombuffer(plane, dtype=np.uint8)
+        grid[:, i] = np.frombuffer(plane, dtype=np.uint8)
     tail = payload[off:]
     if len(tail) != raw_size - n * width:
         raise CorruptObjectError(f"{where}: bad tail length")
-    flat = out.reshape(-1)
     if len(tail):
-        flat = np.concatenate([flat, np.frombuffer(tail, dtype=np.uint8)])
-    return flat
+        out[n * width :] = np.frombuffer(tail, dtype=np.uint8)
+
+
+def decode_planes_payload(payload: memoryview, raw_size: int, width: int, where: str) -> np.ndarray:
+    out = np.empty(raw_size, dtype=np.uint8)
+    decode_planes_into(payload, out, width, where)
+    return out
 
 
 # ---------------------------------------------------------------- deltas
@@ -209,27 +233,27 @@ def _add(zz_bytes: np.ndarray, b: memoryview | bytes | np.ndarray, width: int) -
 # ---------------------------------------------------------------- choosing
 
 
-def _encode_planes(raw: memoryview | bytes, width: int, skip: int, level: int) -> Encoded:
-    raw = memoryview(raw)
+def _encode_planes(raw: Buffer, width: int, skip: int, level: int) -> Encoded:
     if skip:
-        return Encoded(PLANES, bytes([width, skip]), bytes(raw[:skip]) + encode_planes_payload(raw[skip:], width, level))
-    return Encoded(PLANES, bytes([width]), encode_planes_payload(raw, width, level))
+        view = memoryview(np.frombuffer(raw, dtype=np.uint8))
+        return Encoded(PLANES, bytes([width, skip]), (view[:skip], *encode_planes_parts(view[skip:], width, level)))
+    return Encoded(PLANES, bytes([width]), tuple(encode_planes_parts(raw, width, level)))
 
 
-def _encode_zstd(raw: memoryview | bytes, level: int) -> Encoded:
-    kind, data = _compress_plane(bytes(raw), level)
-    return Encoded(ZSTD, b"", data) if kind == _PLANE_ZSTD else Encoded(RAW, b"", bytes(raw))
+def _encode_zstd(raw: Buffer, level: int) -> Encoded:
+    kind, data = _compress_plane(raw, level)
+    return Encoded(ZSTD, b"", (data,)) if kind == _PLANE_ZSTD else Encoded(RAW, b"", (raw,))
 
 
 _PROBE = 16 << 10
 
 
-def probe_layout(raw: memoryview | bytes, level: int) -> tuple[int, int]:
+def probe_layout(raw: Buffer, level: int) -> tuple[int, int]:
     """(width, skip) that codes a sample of bytes of unknown type best; (1, 0) is plain zstd."""
-    sample = memoryview(raw)[:_PROBE]
+    sample = memoryview(np.frombuffer(raw, dtype=np.uint8))[:_PROBE]
     if len(sample) < 64:
         return 1, 0
-    best = (len(_encode_zstd(sample, level).payload), 1, 0)
+    best = (_encode_zstd(sample, level).size, 1, 0)
     for width, skips in ((4, range(4)), (2, range(2)), (8, range(1))):
         for skip in skips:
             size = _encode_planes(sample, width, skip, level).size
@@ -238,50 +262,66 @@ def probe_layout(raw: memoryview | bytes, level: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
-def encode_standalone(raw: memoryview | bytes, width: int, level: int, skip: int = 0) -> Encoded:
+def encode_standalone(raw: Buffer, width: int, level: int, skip: int = 0) -> Encoded:
     """The smallest of raw, zstd and byte planes. width=0 means unknown: probe a sample."""
     if width == 0:
         width, skip = probe_layout(raw, level)
     if width > 1:
         enc = _encode_planes(raw, width, skip, level)
-        if width >= 8 or len(raw) < (1 << 16):
+        if width >= 8 or _nbytes(raw) < (1 << 16):
             # integer tensors and small chunks: plain zstd sometimes wins; it is cheap to try
             alt = _encode_zstd(raw, level)
             if alt.size < enc.size:
                 enc = alt
     else:
         enc = _encode_zstd(raw, level)
-    if enc.size >= len(raw):
-        return Encoded(RAW, b"", bytes(raw))
+    if enc.size >= _nbytes(raw):
+        return Encoded(RAW, b"", (raw,))
     return enc
 
 
-def encode_delta(raw: memoryview | bytes, base_raw: bytes | memoryview, base_id: str, base_depth: int,
+_DELTA_SAMPLE = 256 << 10
+
+
+def _delta_kinds(raw: Buffer, base_raw: Buffer, width: int, level: int, kinds: tuple[int, ...]) -> tuple[int, ...]:
+    """On a large chunk, pick the delta kind on a sample: coding every kind in full
+    costs a whole compression pass each."""
+    usable = tuple(k for k in kinds if k != SUB_PLANES or width in (2, 4, 8))
+    if len(usable) < 2 or _nbytes(raw) <= 4 * _DELTA_SAMPLE:
+        return usable
+    n = _DELTA_SAMPLE // width * width
+    a = np.frombuffer(raw, dtype=np.uint8)[:n]
+    b = np.frombuffer(base_raw, dtype=np.uint8)[:n]
+    sizes = {k: sum(_nbytes(p) for p in encode_planes_parts(_xor(a, b) if k == XOR_PLANES else _sub(a, b, width),
+                                                             width, level)) for k in usable}
+    return (min(sizes, key=sizes.__getitem__),)
+
+
+def encode_delta(raw: Buffer, base_raw: Buffer, base_id: str, base_depth: int,
                  width: int, level: int, kinds: tuple[int, ...] = (XOR_PLANES, SUB_PLANES)) -> Encoded | None:
     """The smallest delta encoding against `base_raw`, or None if none applies."""
-    if len(base_raw) != len(raw) or not raw or base_depth >= 255:
+    if _nbytes(base_raw) != _nbytes(raw) or not _nbytes(raw) or base_depth >= 255:
         return None
+    width = max(width, 1)
     best: Encoded | None = None
-    params_tail = bytes([max(width, 1), base_depth + 1])
-    base = bytes.fromhex(base_id)
-    for kind in kinds:
-        if kind == SUB_PLANES and width not in (2, 4, 8):
-            continue
+    params = bytes.fromhex(base_id) + bytes([width, base_depth + 1])
+    for kind in _delta_kinds(raw, base_raw, width, level, kinds):
         diff = _xor(raw, base_raw) if kind == XOR_PLANES else _sub(raw, base_raw, width)
-        payload = encode_planes_payload(memoryview(diff), width, level)
-        enc = Encoded(kind, base + params_tail, payload)
+        enc = Encoded(kind, params, tuple(encode_planes_parts(diff, width, level)))
         if best is None or enc.size < best.size:
             best = enc
     return best
 
 
 def decode(codec: int, params: bytes, payload: memoryview, raw_size: int, where: str,
-           get_base: Callable[[str], bytes]) -> bytes:
-    """Raw bytes of an object. `get_base` returns a base object's verified raw bytes."""
+           get_base: Callable[[str], Buffer]) -> memoryview:
+    """Raw content of an object, as a read-only-agnostic memoryview of raw_size bytes.
+    `get_base` returns a base object's raw content."""
+    payload = memoryview(payload)
     if codec == RAW:
         if len(payload) != raw_size:
             raise CorruptObjectError(f"{where}: raw payload size mismatch")
-        return bytes(payload)
+        return payload
     if codec == ZSTD:
         try:
             out = _decompressor().decompress(payload, max_output_size=max(raw_size, 1))
@@ -289,26 +329,28 @@ def decode(codec: int, params: bytes, payload: memoryview, raw_size: int, where:
             raise CorruptObjectError(f"{where}: bad zstd data: {exc}") from exc
         if len(out) != raw_size:
             raise CorruptObjectError(f"{where}: decoded size mismatch")
-        return out
+        return memoryview(out)
     if codec == PLANES:
         if len(params) not in (1, 2):
             raise CorruptObjectError(f"{where}: bad planes params")
         skip = params[1] if len(params) == 2 else 0
         if skip > raw_size or len(payload) < skip:
             raise CorruptObjectError(f"{where}: bad planes skip")
-        body = decode_planes_payload(payload[skip:], raw_size - skip, params[0], where)
-        return bytes(payload[:skip]) + body.tobytes() if skip else body.tobytes()
+        out = np.empty(raw_size, dtype=np.uint8)
+        out[:skip] = np.frombuffer(payload[:skip], dtype=np.uint8)
+        decode_planes_into(payload[skip:], out[skip:], params[0], where)
+        return memoryview(out)
     if codec in DELTA_CODECS:
         if len(params) != 34:
             raise CorruptObjectError(f"{where}: bad delta params")
         width = params[32]
         base_raw = get_base(params[:32].hex())
-        if len(base_raw) != raw_size:
+        if _nbytes(base_raw) != raw_size:
             raise CorruptObjectError(f"{where}: delta base has the wrong size")
         diff = decode_planes_payload(payload, raw_size, width, where)
         if codec == XOR_PLANES:
-            return _xor(diff, base_raw).tobytes()
+            return memoryview(_xor(diff, base_raw))
         if width not in (2, 4, 8):
             raise CorruptObjectError(f"{where}: bad sub width {width}")
-        return _add(diff, base_raw, width).tobytes()
+        return memoryview(_add(diff, base_raw, width))
     raise CorruptObjectError(f"{where}: unknown codec {codec}")

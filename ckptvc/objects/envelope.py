@@ -60,9 +60,18 @@ def chain_depth(codec: int, params: bytes) -> int:
     return 0
 
 
-def pack(codec: int, raw_size: int, params: bytes, payload: bytes | memoryview) -> bytes:
-    digest = blake3.blake3(payload).digest()
-    return b"".join((HEADER.pack(MAGIC, ENVELOPE_VERSION, codec, len(params), raw_size, digest), params, payload))
+def pack_parts(codec: int, raw_size: int, params: bytes, parts) -> list:
+    """The envelope as a list of buffers: header, params, payload parts (not joined)."""
+    h = blake3.blake3()
+    for part in parts:
+        h.update(part)
+    header = HEADER.pack(MAGIC, ENVELOPE_VERSION, codec, len(params), raw_size, h.digest())
+    return [header, params, *parts]
+
+
+def pack(codec: int, raw_size: int, params: bytes, payload) -> bytes:
+    parts = payload if isinstance(payload, list | tuple) else [payload]
+    return b"".join(pack_parts(codec, raw_size, params, parts))
 
 
 def parse_header(data: bytes | memoryview, where: str) -> tuple[int, int, bytes, int]:
@@ -82,11 +91,12 @@ def parse_header(data: bytes | memoryview, where: str) -> tuple[int, int, bytes,
     return codec, raw_size, params, HEADER_SIZE + plen
 
 
-def unpack(data: bytes, where: str) -> Envelope:
-    """Parse and check the payload checksum; raises CorruptObjectError."""
+def unpack(data: bytes, where: str, check: bool = True) -> Envelope:
+    """Parse and (unless the caller verifies the decoded content against its id
+    anyway) check the payload checksum; raises CorruptObjectError."""
     codec, raw_size, params, off = parse_header(data, where)
     payload = memoryview(data)[off:]
     expected = bytes(data[16:48])
-    if blake3.blake3(payload).digest() != expected:
+    if check and blake3.blake3(payload).digest() != expected:
         raise CorruptObjectError(f"{where}: stored bytes are corrupt (payload checksum mismatch)")
     return Envelope(codec, raw_size, params, payload)

@@ -72,7 +72,7 @@ class _RawCache:
                 self.items.move_to_end(oid)
             return data
 
-    def put(self, oid: str, data: bytes) -> None:
+    def put(self, oid: str, data: memoryview) -> None:
         if len(data) > self.max_bytes // 4:
             return
         with self.lock:
@@ -115,11 +115,11 @@ class ObjectDB:
 
     def put_encoded(self, oid: str, enc, raw_size: int) -> bool:
         """Store an encoded form (codecs.Encoded) of the object `oid`."""
-        return self.cache.write(object_key(oid), envelope.pack(enc.codec, raw_size, enc.params, enc.payload))
+        return self.cache.write(object_key(oid), envelope.pack_parts(enc.codec, raw_size, enc.params, enc.parts))
 
     def replace_encoded(self, oid: str, enc, raw_size: int) -> None:
         """Swap the stored form of an object already present (same content, same id)."""
-        self.cache.replace(object_key(oid), envelope.pack(enc.codec, raw_size, enc.params, enc.payload))
+        self.cache.replace(object_key(oid), envelope.pack_parts(enc.codec, raw_size, enc.params, enc.parts))
 
     def stored_size(self, oid: str) -> int | None:
         return self.cache.size(object_key(oid))
@@ -133,25 +133,32 @@ class ObjectDB:
         return oid
 
     def put_manifest(self, manifest: Manifest) -> str:
-        return self.put_raw(manifest.to_bytes(), 1, 9)
+        """Write a manifest after everything it names is durable, and make it durable."""
+        self.cache.sync()
+        oid = self.put_raw(manifest.to_bytes(), 1, 9)
+        self.cache.sync()
+        return oid
 
     # ------------------------------------------------------------ reading
 
-    def read_stored(self, oid: str) -> bytes:
-        """The verified envelope bytes of an object, fetched into the cache if needed."""
+    def read_stored(self, oid: str, verify: bool = True, skip_cache: bool = False) -> bytes:
+        """The envelope bytes of an object: from the cache, else from a remote (checked,
+        then kept in the cache). verify=False skips the payload checksum of a cache copy,
+        for callers that prove the decoded content against its id anyway."""
         key = object_key(oid)
         errors: list[str] = []
-        try:
-            data = self.cache.read(key)
-            check_envelope(data, f"{self.cache.url}: object {oid[:12]}")
-            return data
-        except KeyError:
-            pass
-        except CorruptObjectError as exc:
-            if not self.remotes:
-                raise
-            errors.append(str(exc))
-            self.cache.delete(key)  # proven corrupt; a verified copy replaces it below
+        if not skip_cache:
+            try:
+                data = self.cache.read(key)
+                if verify:
+                    check_envelope(data, f"{self.cache.url}: object {oid[:12]}")
+                return data
+            except KeyError:
+                pass
+            except CorruptObjectError as exc:
+                if not self.remotes:
+                    raise
+                errors.append(str(exc))
         for remote in self.remotes:
             try:
                 data = remote.read(key)
@@ -162,32 +169,40 @@ class ObjectDB:
             except CorruptObjectError as exc:
                 errors.append(str(exc))
                 continue
-            self.cache.write(key, data)
+            if errors or skip_cache:
+                self.cache.replace(key, data)  # the cache copy was proven bad: heal it
+            else:
+                self.cache.write(key, data)
             return data
         if errors:
             raise CorruptObjectError(errors[0])
         where = ", ".join([self.cache.url] + [r.url for r in self.remotes])
         raise MissingObjectError(f"object {oid[:12]} is missing (looked in {where})")
 
-    def get_raw(self, oid: str) -> bytes:
+    def get_raw(self, oid: str) -> memoryview:
         """The verified raw content of an object, decoding its delta chain.
 
         Only the final content is hashed: a wrong base can only give a wrong result
         (XOR and addition are bijections), which the id check catches. Then the chain
-        is decoded again, every level verified, to name the corrupt object."""
+        is decoded again, every level verified (and healed from a remote when one
+        has a good copy), to name the corrupt object or to get the right content."""
         cached = self._raw.get(oid)
         if cached is not None:
             return cached
-        chain: list[tuple[str, bytes]] = []
-        raw = self._decode(oid, chain, verify=False)
-        if hash_bytes(raw) != oid:
-            self._decode(oid, [], verify=True)
-            raise CorruptObjectError(f"object {oid[:12]}: content does not match its id")
+        chain: list[tuple[str, memoryview]] = []
+        try:
+            raw = self._decode(oid, chain, verify=False)
+            ok = hash_bytes(raw) == oid
+        except CorruptObjectError:
+            ok = False
+        if not ok:
+            chain = []
+            raw = self._decode(oid, chain, verify=True)
         for base_id, base_raw in chain:
             self._raw.put(base_id, base_raw)
         return raw
 
-    def _decode(self, oid: str, chain: list[tuple[str, bytes]], verify: bool) -> bytes:
+    def _decode(self, oid: str, chain: list[tuple[str, memoryview]], verify: bool) -> memoryview:
         from ckptvc.objects import codecs
 
         if len(chain) > 256:
@@ -196,20 +211,28 @@ class ObjectDB:
         if cached is not None:
             return cached
         where = f"object {oid[:12]}"
-        env = envelope.unpack(self.read_stored(oid), where)
 
-        def base_raw(base: str) -> bytes:
+        def base_raw(base: str) -> memoryview:
             data = self._decode(base, chain, verify)
             chain.append((base, data))
             return data
 
-        raw = codecs.decode(env.codec, env.params, env.payload, env.raw_size, where, base_raw)
-        if verify and hash_bytes(raw) != oid:
-            raise CorruptObjectError(f"{where}: content does not match its id (corrupt object or delta base)")
-        return raw
+        def attempt(data: bytes) -> memoryview:
+            env = envelope.unpack(data, where, check=verify)
+            raw = codecs.decode(env.codec, env.params, env.payload, env.raw_size, where, base_raw)
+            if verify and hash_bytes(raw) != oid:
+                raise CorruptObjectError(f"{where}: content does not match its id (corrupt object or delta base)")
+            return raw
+
+        try:
+            return attempt(self.read_stored(oid, verify=verify))
+        except CorruptObjectError:
+            if not (verify and self.remotes):
+                raise
+            return attempt(self.read_stored(oid, verify=True, skip_cache=True))
 
     def get_manifest(self, oid: str) -> Manifest:
-        return Manifest.from_bytes(self.get_raw(oid), f"manifest {oid[:12]}")
+        return Manifest.from_bytes(bytes(self.get_raw(oid)), f"manifest {oid[:12]}")
 
     # ------------------------------------------------------------ closure
 

@@ -10,6 +10,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 
+# A value to write: bytes, or a list of buffers written one after the other (no join).
+Data = bytes | memoryview | list
+
+
+def as_bytes(data: Data) -> bytes:
+    return b"".join(data) if isinstance(data, list) else bytes(data)
+
 
 class Store(ABC):
     """Narrow key/value interface over immutable values.
@@ -36,13 +43,13 @@ class Store(ABC):
         return self.read(key)[:length]
 
     @abstractmethod
-    def write(self, key: str, data: bytes, *, exclusive: bool = False) -> bool:
+    def write(self, key: str, data: Data, *, exclusive: bool = False) -> bool:
         """Store `data` under `key` atomically. Returns False (and writes nothing) when
         the key already exists; with exclusive=True the check-and-create is atomic, so
         two writers racing for one key see exactly one True."""
 
     @abstractmethod
-    def replace(self, key: str, data: bytes) -> None:
+    def replace(self, key: str, data: Data) -> None:
         """Atomically overwrite `key` with another encoding of the same content (a
         re-encoded object keeps its id). Readers see the old or the new value, whole."""
 
@@ -65,6 +72,9 @@ class Store(ABC):
             if n is not None:
                 out[k] = n
         return out
+
+    def sync(self) -> None:  # noqa: B027 - optional hook
+        """Make the writes so far durable (stores that defer directory syncs)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

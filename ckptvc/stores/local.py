@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from ckptvc.errors import CkptvcError, UserInputError
-from ckptvc.stores.base import Store
+from ckptvc.stores.base import Data, Store
 
 TMP_DIR = "tmp"
 
@@ -58,6 +59,11 @@ class LocalStore(Store):
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
         self.url = str(self.root)
+        # Renames into these directories are not yet fsynced: sync() does it once per
+        # directory. Objects are whole or absent either way; callers sync before they
+        # write anything that refers to them (a manifest, a pointer).
+        self._dirty: set[Path] = set()
+        self._dirty_lock = threading.Lock()
 
     def ensure(self) -> LocalStore:
         try:
@@ -87,15 +93,15 @@ class LocalStore(Store):
         except FileNotFoundError:
             raise KeyError(key) from None
 
-    def write(self, key: str, data: bytes, *, exclusive: bool = False) -> bool:
+    def write(self, key: str, data: Data, *, exclusive: bool = False) -> bool:
         if self._path(key).exists():
             return False
         return self._write(key, data, exclusive=exclusive, overwrite=False)
 
-    def replace(self, key: str, data: bytes) -> None:
+    def replace(self, key: str, data: Data) -> None:
         self._write(key, data, exclusive=False, overwrite=True)
 
-    def _write(self, key: str, data: bytes, *, exclusive: bool, overwrite: bool) -> bool:
+    def _write(self, key: str, data: Data, *, exclusive: bool, overwrite: bool) -> bool:
         path = self._path(key)
         tmp_dir = self.root / TMP_DIR
         try:
@@ -104,7 +110,10 @@ class LocalStore(Store):
             tmp = tmp_dir / f"{uuid.uuid4().hex}.tmp"
             try:
                 with open(tmp, "wb") as f:
-                    f.write(data)
+                    if isinstance(data, list):
+                        f.writelines(data)
+                    else:
+                        f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
                 if exclusive:
@@ -118,12 +127,40 @@ class LocalStore(Store):
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
-            fsync_dir(path.parent)
+            if exclusive or not key.startswith("objects/"):
+                fsync_dir(path.parent)  # records (tags) are durable at once
+            else:
+                with self._dirty_lock:
+                    self._dirty.add(path.parent)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise CkptvcError(f"{self.root}: no space left on device while writing {key}") from exc
             raise CkptvcError(f"{self.root}: cannot write {key}: {exc.strerror}") from exc
         return True
+
+    def adopt(self, src: LocalStore, key: str, data: Data) -> bool:
+        """Store `key` as a hard link to `src`'s file when both stores are on one
+        filesystem (no bytes written: values are immutable files, replaced only by
+        rename, so sharing an inode is safe), else write `data`."""
+        path = self._path(key)
+        if path.exists():
+            return False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.link(src._path(key), path)
+        except FileExistsError:
+            return False
+        except OSError:
+            return self.write(key, data)
+        with self._dirty_lock:
+            self._dirty.add(path.parent)
+        return True
+
+    def sync(self) -> None:
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        for d in sorted(dirty):
+            fsync_dir(d)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
