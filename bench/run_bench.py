@@ -78,12 +78,26 @@ class Run:
     sys_s: float
     rc: int
     timed_out: bool = False
+    other_cpu_s: float = 0.0  # CPU time the rest of the machine used meanwhile (noise indicator)
     stdout_tail: str = ""
     stderr_tail: str = ""
 
     @property
     def ok(self) -> bool:
         return self.rc == 0 and not self.timed_out
+
+
+def busy_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine since boot (/proc/stat), or 0 when unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+        v = [int(x) for x in fields]
+        # user nice system idle iowait irq softirq steal [guest guest_nice: already in user]
+        busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
+        return busy / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class Runner:
@@ -97,6 +111,7 @@ class Runner:
     def run(self, cmd: list[str], cwd: str | Path, label: str = "", check: bool = True) -> Run:
         cmd = [str(c) for c in cmd]
         with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+            busy0 = busy_cpu_s()
             t0 = time.perf_counter()
             p = subprocess.Popen(cmd, cwd=str(cwd), env=ENV, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe,
                                  start_new_session=True)
@@ -114,6 +129,7 @@ class Runner:
             finally:
                 timer.cancel()
             wall = time.perf_counter() - t0
+            other = max(busy_cpu_s() - busy0 - ru.ru_utime - ru.ru_stime, 0.0)
             p.returncode = os.waitstatus_to_exitcode(status)
             fo.seek(0)
             fe.seek(0)
@@ -121,10 +137,11 @@ class Runner:
             err = fe.read().decode("utf-8", "replace")
         r = Run(label or " ".join([Path(cmd[0]).name, *cmd[1:3]]), cmd, str(cwd), wall,
                 int(ru.ru_maxrss), ru.ru_utime, ru.ru_stime, p.returncode, timed_out.is_set(),
-                out[-2000:], err[-2000:])
+                other, out[-2000:], err[-2000:])
         self.log.append(r)
         if self.verbose:
-            print(f"    [{wall:8.2f} s {ru.ru_maxrss / 1024:7.0f} MiB rc={r.rc}] {' '.join(cmd)}", flush=True)
+            print(f"    [{wall:8.2f} s {ru.ru_maxrss / 1024:7.0f} MiB rc={r.rc} others {other:5.1f} cpu-s] "
+                  f"{' '.join(cmd)}", flush=True)
         if check and not r.ok:
             why = f"timed out after {self.timeout:.0f} s" if r.timed_out else f"exit {r.rc}"
             last = (err or out).strip().splitlines()
@@ -177,6 +194,8 @@ class PageCache:
             return "disabled (--no-drop-caches)"
         if self.failed and not self.ok:
             return f"FAILED ({self.error}); restores may read from the page cache"
+        if not self.ok and not self.failed:
+            return "not attempted (no phase needed it)"
         if self.failed:
             return f"worked {self.ok} times, failed {self.failed} times ({self.error})"
         return f"worked ({self.ok} drops; {self.proof})"
@@ -361,6 +380,7 @@ class ToolResult:
 def step_record(name: str, runs: list[Run], **extra) -> dict:
     return {"step": name, "wall_s": sum(r.wall_s for r in runs), "maxrss_kib": max(r.maxrss_kib for r in runs),
             "cpu_s": sum(r.user_s + r.sys_s for r in runs),
+            "other_cpu_s": sum(r.other_cpu_s for r in runs),
             "commands": [{"cmd": " ".join([Path(r.cmd[0]).name, *r.cmd[1:]])[:300], "wall_s": r.wall_s,
                           "maxrss_kib": r.maxrss_kib, "rc": r.rc} for r in runs], **extra}
 
@@ -638,14 +658,20 @@ def fmt(v, kind: str) -> str:
     return str(v)
 
 
+NOISE_ROWS = [
+    ("measured_s", "total measured wall time", "s"),
+    ("other_cpu_s", "  CPU used by other processes meanwhile", "s"),
+]
+
+
 def table(title: str, wl: str, res: dict[str, ToolResult]) -> str:
     c, dv = res.get("ckptvc"), res.get("dvc")
     lines = [f"== {title} ==", f"{'metric':<48}{'ckptvc':>13}{'DVC':>13}{'ckptvc/DVC':>12}"]
-    for key, label, kind in ROWS[wl]:
+    for key, label, kind in ROWS[wl] + NOISE_ROWS:
         a = c.metrics.get(key) if c else None
         b = dv.metrics.get(key) if dv else None
         ratio = "-"
-        if kind != "bool" and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+        if kind != "bool" and key != "other_cpu_s" and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
             ratio = f"{a / b:.2f}"
         lines.append(f"{label:<48}{fmt(a, kind):>13}{fmt(b, kind):>13}{ratio:>12}")
     for name, r in (("ckptvc", c), ("DVC", dv)):
@@ -821,6 +847,8 @@ def main() -> int:
                         bench.big(tool, v1, v2, res)
                     else:
                         bench.status(tool, res)
+                    res.metrics["other_cpu_s"] = sum(st["other_cpu_s"] for st in res.steps)
+                    res.metrics["measured_s"] = sum(st["wall_s"] for st in res.steps)
                 except (BenchError, OSError, subprocess.SubprocessError, json.JSONDecodeError) as exc:
                     res.error = f"{type(exc).__name__}: {exc}"
                     res.notes.append("traceback: " + traceback.format_exc(limit=3).replace("\n", " | ")[-600:])
