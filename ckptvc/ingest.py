@@ -38,7 +38,7 @@ from ckptvc.parallel import ordered_map
 from ckptvc.progress import NULL_PROGRESS, Progress
 
 # Re-code an old object only when the delta saves at least this fraction.
-_MIN_SAVING = 0.01
+_MIN_SAVING = 0.005
 
 
 @dataclass(frozen=True)
