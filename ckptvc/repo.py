@@ -49,6 +49,12 @@ class AddedArtifact:
     size: int
     new_bytes: int
     unchanged: bool
+    blake3: str = ""
+
+    @property
+    def id(self) -> str:
+        """The version id (`ckpt:PATH@BLAKE3[:12]`), as lineage names it."""
+        return f"ckpt:{self.path}@{self.blake3[:12]}"
 
 
 @dataclass
@@ -68,6 +74,11 @@ class CheckoutResult:
     restored: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     rev: str | None = None
+    inputs: list[str] = field(default_factory=list)  # artifacts restored because a version names them
+    configs: list[str] = field(default_factory=list)  # config files written from metadata objects
+    missing_inputs: list[str] = field(default_factory=list)  # named inputs not found in history
+    code: str | None = None  # the code commit checked out (--with-code)
+    summary: list[dict] = field(default_factory=list)  # reproduction facts per artifact
 
 
 @dataclass
@@ -80,12 +91,31 @@ class LogEntry:
     stored_bytes: int
     blake3: str
     manifest: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"ckpt:{self.path}@{self.blake3[:12]}"
 
     def to_dict(self) -> dict:
+        from ckptvc.lineage import edges_of
+
+        inputs: dict[str, str] = {}
+        for e in edges_of(self.path, Pointer("file", self.size, self.blake3, self.manifest, meta=self.meta)):
+            inputs[e.rel] = e.source
         return {"path": self.path, "commit": self.commit,
                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.date)),
                 "message": self.message, "size": self.size, "stored_bytes": self.stored_bytes,
-                "blake3": self.blake3, "manifest": self.manifest}
+                "blake3": self.blake3, "manifest": self.manifest, "id": self.id,
+                "metrics": self.meta.get("metrics", {}), "labels": self.meta.get("labels", {}),
+                "seed": self.meta.get("seed"), "inputs": inputs}
+
+    def record(self) -> dict:
+        """The fields `log --where` and `--sort` see (metrics, labels and meta resolve too)."""
+        d = self.to_dict()
+        d["time"] = self.date
+        d["meta"] = self.meta
+        return d
 
 
 def dir_digest(files: list[FileEntry]) -> str:
@@ -254,7 +284,14 @@ class Repo:
     # ------------------------------------------------------------ add
 
     def add(self, paths: list[str | os.PathLike[str]], parent: str | None = None,
-            meta: dict | None = None) -> list[AddedArtifact]:
+            meta: dict | None = None, *, dataset: str | None = None, tokenizer: str | None = None,
+            config: str | None = None, metrics: str | os.PathLike[str] | dict | None = None,
+            labels: list[str] | dict | None = None, seed: int | None = None) -> list[AddedArtifact]:
+        """Store artifacts and write their pointers, with metadata (docs/formats.md,
+        "Metadata"): captured (code commit, environment, tensor summary) and given
+        (parent, dataset, tokenizer, config, metrics, labels, seed). Tokenizer and
+        dataset paths that are not tracked yet (or changed) are added first."""
+        from ckptvc import metadata as md
         from ckptvc.ingest import Ingester
 
         targets = []
@@ -269,39 +306,112 @@ class Repo:
             if not (p.is_file() or p.is_dir()):
                 raise UserInputError(f"{raw}: not a regular file or directory")
             targets.append(p)
-        parent_files = self._parent_files(parent) if parent else None
+        # everything the user gave is checked before anything is written
+        user: dict = {}
+        parent_ptr = None
+        if parent:
+            parent_ptr, user["parent"] = self._resolve_parent(parent)
+        if metrics is not None:
+            user["metrics"] = md.load_metrics(metrics)
+        if labels:
+            user["labels"] = md.parse_labels(labels)
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise UserInputError(f"--seed {seed!r}: must be an integer")
+            user["seed"] = seed
+        inputs: list[tuple[str, Path]] = []
+        if dataset:
+            uri = md.parse_dataset_uri(dataset)
+            if uri is not None:
+                user["dataset"] = uri
+            else:
+                inputs.append(("dataset", self._input_path(dataset, "dataset")))
+        if tokenizer:
+            inputs.append(("tokenizer", self._input_path(tokenizer, "tokenizer")))
+        config_data: tuple[str, bytes] | None = None
+        if config:
+            cp = self._input_path(config, "config")
+            if pointer_path_for(cp).is_file():
+                inputs.append(("config", cp))
+            else:
+                if not cp.is_file():
+                    raise UserInputError(f"--config {config}: not a file")
+                if cp.stat().st_size > md.MAX_CONFIG:
+                    raise UserInputError(f"--config {config}: larger than 1 MiB; 'ckptvc add' it, then pass it again")
+                config_data = (self._rel(cp), cp.read_bytes())
+        parent_files = None
+        if parent_ptr is not None:
+            try:
+                parent_files = {f.path: f for f in self.objectdb().get_manifest(parent_ptr.manifest).files}
+            except CkptvcError:
+                parent_files = {}
         self.cache.ensure()
         db = self.objectdb(with_remotes=False)
         ingester = Ingester(db, self._policy(), self.progress, self.dir / "tmp" / "recode.lock")
-        results = []
+        auto = {"env": md.current_env(), "code": md.code_state(self.git)}
+        md.put_meta_object(self.root, md.package_list().encode())
+        results: list[AddedArtifact] = []
+        for role, p in inputs:
+            user[role] = self._ensure_tracked(p, ingester, db, auto, results)
+        if config_data is not None:
+            oid = md.put_meta_object(self.root, config_data[1])
+            user["config"] = {"path": config_data[0], "blake3": oid, "size": len(config_data[1])}
         for p in targets:
-            results.append(self._add_one(p, ingester, db, parent_files, meta or {}))
+            results.append(self._add_one(p, ingester, db, parent_files, meta or {}, auto, user))
         return results
 
-    def _parent_files(self, parent: str) -> dict[str, FileEntry]:
+    def _input_path(self, raw: str, role: str) -> Path:
+        """An input named on the command line: a file, a directory or a pointer."""
+        from ckptvc.pointer import looks_like_pointer
+
+        p = self._abs(raw)
+        if p.name.endswith(".ckpt") and p.is_file() and looks_like_pointer(p):
+            p = p.with_name(p.name[:-5])
+        if not p.exists() and not pointer_path_for(p).is_file():
+            raise UserInputError(f"--{role} {raw}: no such file, directory or tracked artifact")
+        if p.is_symlink():
+            raise UserInputError(f"--{role} {raw}: is a symbolic link; name the file it points to")
+        return p
+
+    def _ensure_tracked(self, p: Path, ingester, db: ObjectDB, auto: dict, results: list) -> dict:
+        """A reference to the tracked version of `p`, adding it first when it is not
+        tracked yet or has changed since it was added."""
+        pf = pointer_path_for(p)
+        ptr = read_pointer(pf, self._rel(pf)) if pf.is_file() else None
+        if p.exists() and (ptr is None or self._state_of(p, ptr) != "clean"):
+            results.append(self._add_one(p, ingester, db, None, {}, auto, {}))
+            ptr = read_pointer(pf, self._rel(pf))
+        assert ptr is not None
+        return {"path": self._rel(p), "blake3": ptr.blake3, "manifest": ptr.manifest}
+
+    def _resolve_parent(self, parent: str) -> tuple[Pointer, dict]:
+        """`--parent PATH[@REV]` -> (its pointer, the metadata reference to it)."""
+        raw = parent
         rev = None
         if "@" in parent:
             parent, rev = parent.rsplit("@", 1)
         p = self._abs(parent)
+        if p.name.endswith(".ckpt") and not pointer_path_for(p).is_file():
+            p = p.with_name(p.name[:-5])
+        rel = self._rel(p)
         rel_pointer = self._rel(pointer_path_for(p))
+        ref: dict = {"path": rel}
         if rev:
             commit = self.git.resolve(rev)
             if commit is None:
-                raise UserInputError(f"--parent {parent}@{rev}: unknown revision {rev!r}")
+                raise UserInputError(f"--parent {raw}: unknown revision {rev!r}")
             blobs = dict(self.git.pointer_blobs(commit))
             if rel_pointer not in blobs:
-                raise UserInputError(f"--parent {parent}@{rev}: not tracked at {rev}")
+                raise UserInputError(f"--parent {raw}: not tracked at {rev}")
             ptr = Pointer.from_bytes(blobs[rel_pointer], f"{rel_pointer}@{rev}")
+            ref["commit"] = commit.id.decode()
         else:
             pf = pointer_path_for(p)
             if not pf.is_file():
-                raise UserInputError(f"--parent {parent}: not a tracked artifact")
+                raise UserInputError(f"--parent {raw}: not a tracked artifact")
             ptr = read_pointer(pf, rel_pointer)
-        try:
-            m = self.objectdb().get_manifest(ptr.manifest)
-        except CkptvcError:
-            return {}
-        return {f.path: f for f in m.files}
+        ref.update({"blake3": ptr.blake3, "manifest": ptr.manifest})
+        return ptr, ref
 
     def _files_of(self, p: Path) -> list[tuple[Path, str]]:
         if p.is_file():
@@ -325,9 +435,10 @@ class Repo:
         return out
 
     def _add_one(self, p: Path, ingester, db: ObjectDB, parent_files: dict[str, FileEntry] | None,
-                 meta: dict) -> AddedArtifact:
+                 meta: dict, auto: dict | None = None, user: dict | None = None) -> AddedArtifact:
         rel = self._rel(p)
         pf = pointer_path_for(p)
+        user = user or {}
         old: Pointer | None = None
         if pf.exists():
             old = read_pointer(pf, self._rel(pf))
@@ -336,10 +447,11 @@ class Repo:
                 parent_files = {f.path: f for f in db.get_manifest(old.manifest).files}
             except CkptvcError:
                 parent_files = None
+        file_list = self._files_of(p)
         files: list[FileEntry] = []
         new_bytes = 0
         state = self.state
-        for fp, entry_path in self._files_of(p):
+        for fp, entry_path in file_list:
             state_key = self._rel(fp)
             stamp = FileStamp.of(fp.stat())
             known = state.lookup(state_key, stamp)
@@ -357,18 +469,56 @@ class Repo:
         kind = "file" if p.is_file() else "dir"
         manifest = Manifest(kind, files)
         mid = db.put_manifest(manifest)
-        for (fp, _), fe in zip(self._files_of(p), files, strict=True):
+        for (fp, _), fe in zip(file_list, files, strict=True):
             state.record(self._rel(fp), FileStamp.of(fp.stat()), fe.blake3,
                          {"manifest": mid, "entry": _entry_to_state(fe)})
         digest = files[0].blake3 if kind == "file" else dir_digest(files)
-        if old is not None and old.manifest == mid and not meta:
-            return AddedArtifact(rel, self._rel(pf), manifest.size, 0, True)
-        merged_meta = dict(old.meta) if (old is not None and old.manifest == mid) else {}
+        if old is not None and old.manifest == mid and not meta and not user:
+            return AddedArtifact(rel, self._rel(pf), manifest.size, 0, True, digest)
+        same_content = old is not None and old.blake3 == digest and old.kind == kind
+        if same_content:
+            assert old is not None
+            merged_meta = dict(old.meta)  # re-annotating a version: its captured facts stay
+            if auto is not None and "schema" not in merged_meta:
+                merged_meta.update(self._auto_meta(file_list, kind, files, auto))
+        else:
+            merged_meta = self._auto_meta(file_list, kind, files, auto) if auto is not None else {}
+            if old is not None and auto is not None and "parent" not in user:
+                merged_meta["parent"] = {"path": rel, "blake3": old.blake3, "manifest": old.manifest,
+                                         "implicit": True}
+        merged_meta.update(user)
         merged_meta.update(meta)
-        ptr = Pointer(kind, manifest.size, digest, mid, new_bytes, merged_meta, dict(old.extra) if old else {})
+        # new_bytes is the store's net growth: re-coding the parent can make it negative
+        ptr = Pointer(kind, manifest.size, digest, mid, max(new_bytes, 0), merged_meta, dict(old.extra) if old else {})
         atomic_write_file(pf, ptr.to_bytes())
         add_to_gitignore(self.root, p)
-        return AddedArtifact(rel, self._rel(pf), manifest.size, new_bytes, False)
+        return AddedArtifact(rel, self._rel(pf), manifest.size, new_bytes, False, digest)
+
+    def _auto_meta(self, file_list: list[tuple[Path, str]], kind: str, files: list[FileEntry], auto: dict) -> dict:
+        """Facts captured at add (metadata schema 1): no tensor data is read except
+        small tensors' bytes for the tensor table (large ones use their chunk ids)."""
+        from ckptvc import metadata as md
+
+        m: dict = {"schema": md.SCHEMA, "created": md.now_iso(), "env": auto["env"], "code": auto["code"]}
+        summary = md.tensor_summary(files)
+        if summary is not None:
+            table: dict[str, list] = {}
+            for (fp, entry), fe in zip(file_list, files, strict=True):
+                for name, row in md.file_tensor_table(fp, fe).items():
+                    table[f"{entry}:{name}" if entry else name] = row
+            if table:
+                if "count" not in summary:  # torch zips: storages, not named tensors
+                    summary.update({"storages": len(table), "bytes": sum(r[2] for r in table.values())})
+                summary["table"] = md.put_meta_object(self.root, md.tensor_table_bytes(table))
+            m["tensors"] = summary
+        if kind == "file" and files[0].metadata:
+            header = files[0].metadata
+            encoded = json.dumps(header, sort_keys=True).encode()
+            if len(encoded) <= md.MAX_INLINE_HEADER:
+                m["header"] = header
+            else:
+                m["header_object"] = md.put_meta_object(self.root, encoded)
+        return m
 
     # ------------------------------------------------------------ status
 
@@ -447,9 +597,12 @@ class Repo:
     def commit(self, message: str) -> str:
         if not message.strip():
             raise UserInputError("empty commit message (use -m MESSAGE)")
+        from ckptvc.metadata import meta_objects_in_worktree
+
         paths = [self.config_path, self.dir / ".gitignore"]
         index = self.git.repo.open_index()
-        for t in self.tracked():
+        tracked = self.tracked()
+        for t in tracked:
             paths.append(self.root / t.pointer_path)
             gi = (self.root / t.path).parent / ".gitignore"
             if gi.exists():
@@ -458,10 +611,28 @@ class Repo:
             name = key.decode("utf-8", "surrogateescape")
             if name.endswith(".ckpt") and not (self.root / name).exists():
                 paths.append(self.root / name)
+        for mp in meta_objects_in_worktree(self.root):
+            if self._rel(mp).encode() not in index:
+                paths.append(mp)  # metadata objects: content-addressed, committed once
         self.git.stage(sorted(set(paths)))
         if not self.git.staged_changes():
             raise UserInputError("nothing to commit: pointers and config match HEAD")
+        trailers = self._lineage_trailers(tracked)
+        if trailers:
+            message = message.rstrip() + "\n\n" + "\n".join(trailers) + "\n"
         return self.git.commit(message)
+
+    def _lineage_trailers(self, tracked: list[TrackedArtifact]) -> list[str]:
+        """Trailers for each artifact version this commit adds (or re-annotates)."""
+        from ckptvc.lineage import trailers_for
+
+        head = self.git.head()
+        at_head = dict(self.git.pointer_blobs(head)) if head is not None else {}
+        lines: list[str] = []
+        for t in sorted(tracked, key=lambda t: t.path):
+            if at_head.get(t.pointer_path) != t.pointer.to_bytes():
+                lines.extend(trailers_for(t.path, t.pointer))
+        return lines
 
     # ------------------------------------------------------------ revisions
 
@@ -566,15 +737,43 @@ class Repo:
         raise UserInputError(f"{first}: neither a tracked path nor a git revision")
 
     def checkout(self, rev: str | None = None, paths: list[str] | None = None, force: bool = False,
-                 remote: str | None = None, output: str | None = None) -> CheckoutResult:
+                 remote: str | None = None, output: str | None = None, with_code: bool = False) -> CheckoutResult:
+        """Restore artifacts (verified by hash). With a revision or ckptvc tag, the
+        inputs each restored version names (tokenizer, config, tracked dataset, a parent
+        at another path) come too, and `with_code` also checks out the code commit the
+        version recorded (refusing over a work tree with uncommitted changes)."""
         from ckptvc import transfer
         from ckptvc.restore import restore_file
 
+        if with_code and rev is None:
+            raise UserInputError("--with-code needs a revision or tag (ckptvc checkout TAG --with-code)")
         targets = self._target_pointers(rev, paths)
-        current = {t.path: t for t in self.tracked()} if rev is not None else {}
         result = CheckoutResult(rev=rev)
+        configs: list[tuple[str, bytes]] = []
+        primary = dict(targets)
+        if rev is not None:
+            from ckptvc import tags
+
+            record = tags.local_tag(self, rev)
+            if record is not None and not paths:
+                wanted = {(a["path"], a["blake3"]) for a in record.targets()}
+                primary = {p: v for p, v in targets.items() if (p, v.blake3) in wanted}
+            targets, configs = self._with_inputs(rev, primary, result)
+        code_commit = None
+        if with_code:
+            code_commit = self._code_commit(primary)
+            if output is None:
+                from ckptvc.metadata import changed_paths
+
+                changed = changed_paths(self.git, ignore_managed=False)
+                if changed:
+                    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+                    raise WorkspaceConflictError(
+                        f"--with-code: the work tree has uncommitted changes ({', '.join(changed[:3])}{more}); "
+                        "commit or stash them first")
+        current = {t.path: t for t in self.tracked()} if rev is not None else {}
         db = ObjectDB(self.cache)
-        needed = sorted({p.manifest for p in targets.values()} - set())
+        needed = sorted({p.manifest for p in targets.values()})
         missing = db.missing(needed)
         remote_name = remote or self.config.default_remote or None
         if missing:
@@ -603,6 +802,12 @@ class Repo:
                     raise WorkspaceConflictError(
                         f"{dest}: has changes that are not added; 'ckptvc add' it first or use --force")
             plan.append((path, ptr, "restore"))
+        for path, data in configs:
+            self._check_config_overwrite(out_root / path, path, data, force or (with_code and output is None),
+                                         output is None)
+        if code_commit is not None:
+            self._checkout_code(code_commit, Path(output).resolve() if output else None)
+            result.code = code_commit
         for path, ptr, action in plan:
             dest = out_root / path
             if action == "clean":
@@ -611,12 +816,164 @@ class Repo:
                 manifest = db.get_manifest(ptr.manifest)
                 self._restore_artifact(db, manifest, dest, path, restore_file)
                 result.restored.append(path)
-            if output is None and rev is not None:
-                pf = self.root / (path + ".ckpt")
+            if path not in primary:
+                result.inputs.append(path)
+            if rev is not None and (output is None or code_commit is not None):
+                pf = out_root / (path + ".ckpt")
                 if not pf.exists() or pf.read_bytes() != ptr.to_bytes():
                     atomic_write_file(pf, ptr.to_bytes())
-                add_to_gitignore(self.root, dest)
+                if output is None:
+                    add_to_gitignore(self.root, dest)
+        for path, data in configs:
+            dest = out_root / path
+            if not dest.is_file() or dest.read_bytes() != data:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_file(dest, data)
+            result.configs.append(path)
+        if rev is not None:
+            result.summary = self._reproduction(primary, code_commit)
         return result
+
+    def _with_inputs(self, rev: str, primary: dict[str, Pointer],
+                     result: CheckoutResult) -> tuple[dict[str, Pointer], list[tuple[str, bytes]]]:
+        """Add to the versions restored the inputs they name: tracked ones as artifacts
+        (the revision's pointer when it is that version, else the version from history),
+        configs kept as metadata objects as (path, bytes)."""
+        from ckptvc import metadata as md
+        from ckptvc.ids import is_valid_id
+        from ckptvc.lineage import History, version_id
+        from ckptvc.tags import inputs_of
+
+        targets = dict(primary)
+        at_rev = self.pointers_at(rev)
+        commit = self.git.resolve(rev)
+        configs: dict[str, bytes] = {}
+        history = None
+        for path, ptr in sorted(primary.items()):
+            for a in inputs_of(path, ptr):
+                if a["path"] in targets:
+                    continue
+                cand = at_rev.get(a["path"])
+                if cand is None or cand.blake3 != a["blake3"]:
+                    if history is None:
+                        history = History.load(self)
+                    v = history.versions().get(version_id(a["path"], a["blake3"]))
+                    cand = v.pointer if v is not None else None
+                if cand is None:
+                    result.missing_inputs.append(version_id(a["path"], a["blake3"]))
+                    continue
+                targets[a["path"]] = cand
+            ref = ptr.meta.get("config")
+            if isinstance(ref, dict) and "manifest" not in ref and is_valid_id(ref.get("blake3")):
+                cpath = ref.get("path")
+                if not isinstance(cpath, str) or cpath in targets or cpath in configs:
+                    continue
+                data = md.read_meta_object(self.git, ref["blake3"], [commit.id] if commit is not None else [])
+                if data is None:
+                    result.missing_inputs.append(f"config:{cpath}@{ref['blake3'][:12]}")
+                    continue
+                configs[cpath] = data
+        return targets, sorted(configs.items())
+
+    def _check_config_overwrite(self, dest: Path, rel: str, data: bytes, force: bool, in_place: bool) -> None:
+        if force or not dest.exists():
+            return
+        if not dest.is_file():
+            raise WorkspaceConflictError(f"{dest}: is not a file; cannot restore the config there")
+        current = dest.read_bytes()
+        if current == data:
+            return
+        if in_place:
+            head = self.git.head()
+            if head is not None:
+                from dulwich.object_store import tree_lookup_path
+
+                store = self.git.repo.object_store
+                with contextlib.suppress(KeyError, NotADirectoryError):
+                    _, sha = tree_lookup_path(store.__getitem__, head.tree, rel.encode())
+                    if store[sha].data == current:
+                        return  # a committed version: git has it, overwriting loses nothing
+        raise WorkspaceConflictError(f"{dest}: config has changes that are not committed; commit it or use --force")
+
+    def _code_commit(self, primary: dict[str, Pointer]) -> str:
+        commits = {}
+        for path, ptr in primary.items():
+            code = ptr.meta.get("code")
+            if isinstance(code, dict) and isinstance(code.get("commit"), str):
+                commits.setdefault(code["commit"], []).append(path)
+        if not commits:
+            raise UserInputError("--with-code: no code commit was recorded for "
+                                 + (", ".join(sorted(primary)) or "these artifacts"))
+        if len(commits) > 1:
+            raise UserInputError("--with-code: these artifacts were made from different code commits "
+                                 f"({', '.join(c[:10] for c in sorted(commits))}); name one artifact")
+        sha = next(iter(commits))
+        try:
+            obj = self.git.repo[sha.encode()]
+        except (KeyError, ValueError):
+            raise MissingObjectError(f"--with-code: code commit {sha[:10]} is not in this repository "
+                                     "(was it pushed? try 'git fetch')") from None
+        if obj.type_name != b"commit":
+            raise MissingObjectError(f"--with-code: {sha[:10]} is not a commit")
+        return sha
+
+    def _checkout_code(self, sha: str, output: Path | None) -> None:
+        """Move HEAD (detached) and the work tree to `sha`, or export its tree under
+        `output` when restoring elsewhere."""
+        from dulwich import porcelain
+
+        if output is None:
+            try:
+                porcelain.checkout(self.git.repo, target=sha)
+            except Exception as exc:  # dulwich raises several types for refused checkouts
+                if exc.__class__.__name__ in ("CheckoutError", "Error"):
+                    raise WorkspaceConflictError(f"--with-code: cannot check out {sha[:10]}: {exc}") from None
+                raise
+            return
+        store = self.git.repo.object_store
+        commit = self.git.repo[sha.encode()]
+        for entry in store.iter_tree_contents(commit.tree):
+            rel = entry.path.decode("utf-8", "surrogateescape")
+            try:
+                check_relative_path(rel)
+            except ValueError:
+                continue
+            dest = output / rel
+            kind = entry.mode & 0o170000
+            if kind == 0o100000:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_file(dest, store[entry.sha].data)
+                if entry.mode & 0o111:
+                    dest.chmod(0o755)
+            elif kind == 0o120000 and not dest.exists() and not dest.is_symlink():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(store[entry.sha].data.decode("utf-8", "surrogateescape"), dest)
+
+    def _reproduction(self, primary: dict[str, Pointer], code_checked_out: str | None) -> list[dict]:
+        from ckptvc import metadata as md
+        from ckptvc.lineage import Reproduction, version_id
+
+        out = []
+        for path, ptr in sorted(primary.items()):
+            meta = ptr.meta
+            if "schema" not in meta:
+                continue
+            env = meta.get("env") if isinstance(meta.get("env"), dict) else {}
+            code = dict(meta["code"]) if isinstance(meta.get("code"), dict) else None
+            if code is not None:
+                code["checked_out"] = code_checked_out is not None and code.get("commit") == code_checked_out
+            config = meta.get("config") if isinstance(meta.get("config"), dict) else None
+            packages = None
+            if isinstance(env.get("packages"), str):
+                data = md.read_meta_object(self.git, env["packages"])
+                packages = data.decode("utf-8", "replace") if data is not None else None
+            r = Reproduction(version_id(path, ptr.blake3), code,
+                             {k: config[k] for k in ("path", "blake3") if k in config} if config else None,
+                             meta.get("seed"),
+                             {k: env.get(k) for k in ("python", "platform", "packages", "host", "user") if k in env},
+                             md.environment_differences(env, packages))
+            out.append(r.to_dict())
+        return out
 
     def _restore_artifact(self, db: ObjectDB, manifest: Manifest, dest: Path, label: str, restore_file) -> None:
         if manifest.kind == "file":
@@ -646,9 +1003,16 @@ class Repo:
 
     # ------------------------------------------------------------ log
 
-    def log(self, path: str | None = None, rev: str = "HEAD") -> list[LogEntry]:
-        from dulwich.diff_tree import tree_changes
+    def log(self, path: str | None = None, rev: str = "HEAD", where: str | None = None,
+            sort: str | None = None) -> list[LogEntry]:
+        """Artifact versions in the history of `rev`, newest first; `where` filters
+        (`loss < 0.5 and "ft" in path`), `sort` orders by a metric (`-acc`: descending).
+        Reads git only (history cached per commit in .ckptvc/state/)."""
+        from ckptvc import lineage
 
+        predicate = lineage.compile_where(where) if where else None
+        if sort is not None:
+            lineage.sort_key(sort)
         want = None
         if path:
             want = self._rel(self._abs(path))
@@ -657,25 +1021,25 @@ class Repo:
         head = self.git.resolve(rev)
         if head is None:
             return []
-        store = self.git.repo.object_store
+        history = lineage.History.load(self, include_worktree=False)
         entries = []
-        for walk in self.git.repo.get_walker(include=[head.id]):
-            c = walk.commit
-            parent_tree = store[c.parents[0]].tree if c.parents else None
-            for change in tree_changes(store, parent_tree, c.tree):
-                new = change.new
-                if new is None or new.path is None or not new.path.endswith(b".ckpt"):
-                    continue
-                p = new.path.decode("utf-8", "surrogateescape")[:-5]
-                if want and p != want and not p.startswith(want.rstrip("/") + "/"):
-                    continue
-                try:
-                    ptr = Pointer.from_bytes(store[new.sha].data, f"{p}.ckpt@{c.id.decode()[:8]}")
-                except CkptvcError:
-                    continue
-                entries.append(LogEntry(p, c.id.decode(), c.commit_time,
-                                        c.message.decode("utf-8", "replace").strip(), ptr.size,
-                                        ptr.stored_bytes, ptr.blake3, ptr.manifest))
+        for sha, p, blob, _ in history.walk_log(head.id.decode()):
+            if want and p != want and not p.startswith(want.rstrip("/") + "/"):
+                continue
+            ptr = history.pointer(blob, f"{p}.ckpt@{sha[:8]}")
+            if ptr is None:
+                continue
+            info = history.commits[sha]
+            entries.append(LogEntry(p, sha, info["t"], lineage.strip_trailers(info["m"]), ptr.size,
+                                    ptr.stored_bytes, ptr.blake3, ptr.manifest, ptr.meta))
+        if predicate is not None or sort is not None:
+            records = [(e.record(), e) for e in entries]
+            if predicate is not None:
+                records = [(r, e) for r, e in records if predicate(r)]
+            if sort is not None:
+                order = {id(r): e for r, e in records}
+                return [order[id(r)] for r in lineage.sort_records([r for r, _ in records], sort)]
+            return [e for _, e in records]
         return entries
 
 

@@ -69,19 +69,34 @@ def init(remote_url: str | None) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--parent", metavar="PATH[@REV]", help="Code as a delta against this artifact version.")
+@click.option("--parent", metavar="PATH[@REV]",
+              help="The version this one was trained from (lineage edge and delta base). "
+                   "Default: the previous version at the same path.")
+@click.option("--dataset", metavar="PATH|URI@DIGEST",
+              help="Training data: a tracked path (added if needed) or URI@DIGEST (s3://b/train@sha256:...).")
+@click.option("--tokenizer", metavar="PATH", help="Tokenizer file or directory (added if needed).")
+@click.option("--config", "config_file", metavar="FILE", help="Training config, stored and versioned with it.")
+@click.option("--metrics", metavar="FILE.json", help="Metrics (a JSON object) to record, e.g. eval results.")
+@click.option("--meta", "meta_items", metavar="KEY=VALUE", multiple=True, help="A label to record (repeatable).")
+@click.option("--seed", type=int, help="The random seed of the run.")
 @handle_errors
-def add(paths: tuple[str, ...], parent: str | None) -> None:
-    """Track files or directories: store their content, write PATH.ckpt pointers.
+def add(paths: tuple[str, ...], parent: str | None, dataset: str | None, tokenizer: str | None,
+        config_file: str | None, metrics: str | None, meta_items: tuple[str, ...], seed: int | None) -> None:
+    """Track files or directories: store their content, write PATH.ckpt pointers
+    with metadata (code commit, environment, tensor summary, lineage).
 
     \b
     Example:
       ckptvc add runs/r7/step-4000.safetensors
       ckptvc add tokenizer/            # a directory is one artifact
+      ckptvc add runs/r7/step-4000.safetensors --parent base/model.safetensors \\
+          --dataset data/train.jsonl --tokenizer tok/ --config train.yaml \\
+          --metrics eval.json --meta lr=3e-4 --seed 1234
     """
     with open_repo() as repo:
         t0 = time.perf_counter()
-        results = repo.add(list(paths), parent=parent)
+        results = repo.add(list(paths), parent=parent, dataset=dataset, tokenizer=tokenizer, config=config_file,
+                           metrics=metrics, labels=list(meta_items) or None, seed=seed)
         dt = time.perf_counter() - t0
     for r in results:
         if r.unchanged:
@@ -145,17 +160,24 @@ def commit(message: str) -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite files with changes that are not added.")
 @click.option("-r", "--remote", help="Remote to fetch missing objects from (default: the default remote).")
 @click.option("-o", "--output", type=click.Path(), help="Restore under this directory instead of the work tree.")
+@click.option("--with-code", is_flag=True,
+              help="Also check out the code commit the version recorded (refused over uncommitted changes).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
-def checkout(args: tuple[str, ...], rev: str | None, force: bool, remote: str | None, output: str | None) -> None:
+def checkout(args: tuple[str, ...], rev: str | None, force: bool, remote: str | None, output: str | None,
+             with_code: bool, as_json: bool) -> None:
     """Make workspace files match their pointers, as of now or of any git revision.
 
     \b
     ARGS is [REV] [PATH...]. A first argument that names a tracked path is a path;
     otherwise it is a revision (branch, tag, ckptvc tag, commit). --rev forces it.
+    With a revision or tag, the inputs each version names (tokenizer, config,
+    tracked dataset, base model) are restored too, and a reproduction summary ends it.
     Example:
       ckptvc checkout                         # every artifact, current pointers
       ckptvc checkout model.safetensors       # one artifact
       ckptvc checkout v1.2 runs/r7            # as of tag v1.2
+      ckptvc checkout baseline-q4 --with-code # a baseline and the code that made it
     """
     with open_repo() as repo:
         if rev is not None:
@@ -163,39 +185,66 @@ def checkout(args: tuple[str, ...], rev: str | None, force: bool, remote: str | 
         else:
             rev, paths = repo.resolve_target(list(args))
         t0 = time.perf_counter()
-        res = repo.checkout(rev, paths or None, force=force, remote=remote, output=output)
+        res = repo.checkout(rev, paths or None, force=force, remote=remote, output=output, with_code=with_code)
         dt = time.perf_counter() - t0
+    if as_json:
+        print_json({"rev": rev, "restored": res.restored, "unchanged": res.unchanged, "inputs": res.inputs,
+                    "configs": res.configs, "missing_inputs": res.missing_inputs, "code": res.code,
+                    "reproduction": res.summary})
+        return
+    if res.code:
+        out.print(f"code       {res.code[:10]} checked out" + (f" under {output}" if output else " (detached HEAD)"))
     for p in res.restored:
-        out.print(f"restored   {p}  (blake3 verified)")
+        out.print(f"restored   {p}  (blake3 verified)" + ("  [input]" if p in res.inputs else ""))
+    for p in res.configs:
+        out.print(f"config     {p}  (blake3 verified)")
+    for m in res.missing_inputs:
+        err.print(f"ckptvc: warning: input {m} is not in this repository's history; not restored", markup=False)
     out.print(f"{len(res.restored)} restored, {len(res.unchanged)} already up to date"
               + (f" (as of {rev})" if rev else "") + f" in {dt:.1f}s")
+    from ckptvc.cli.lineage_cmds import print_reproduction
+
+    print_reproduction(res.summary)
 
 
 @main.command()
 @click.argument("path", required=False, type=click.Path())
+@click.option("--where", metavar="EXPR", help='Filter, e.g. "loss < 0.5 and labels.lr >= 1e-4", \'"ft" in path\'.')
+@click.option("--sort", metavar="METRIC", help="Order by a metric (ascending; -METRIC for descending).")
+@click.option("-n", "--limit", type=click.IntRange(min=1), help="Show at most N versions.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (docs/cli.md).")
 @handle_errors
-def log(path: str | None, as_json: bool) -> None:
-    """History of each artifact: commit, date, message, size, bytes stored.
+def log(path: str | None, where: str | None, sort: str | None, limit: int | None, as_json: bool) -> None:
+    """History of each artifact: commit, date, size, metrics, message. Reads git only.
 
     \b
     Example:
       ckptvc log runs/r7/step.safetensors
+      ckptvc log --where "eval_loss < 2.1" --sort eval_loss
+      ckptvc log --where 'metrics["eval/acc"] > 0.8 and seed == 1' --json
     """
     with open_repo(progress=False) as repo:
-        entries = repo.log(path)
+        entries = repo.log(path, where=where, sort=sort)
+    if limit is not None:
+        entries = entries[:limit]
     if as_json:
         print_json({"versions": [e.to_dict() for e in entries]})
         return
-    from rich.table import Table
+    from ckptvc.cli.lineage_cmds import fmt_value, metric_columns, print_rows
+    from ckptvc.lineage import lookup
 
-    table = Table(box=None, header_style="bold")
-    for col in ("commit", "date", "artifact", "size", "stored", "message"):
-        table.add_column(col)
+    cols = metric_columns([e.meta.get("metrics") for e in entries], sort)
+    rows = []
     for e in entries:
-        table.add_row(e.commit[:10], time.strftime("%Y-%m-%d %H:%M", time.localtime(e.date)), e.path,
-                      human(e.size), human(e.stored_bytes), e.message.splitlines()[0] if e.message else "")
-    out.print(table)
+        rec = {"metrics": e.meta.get("metrics") or {}}
+        rows.append([e.commit[:10], time.strftime("%Y-%m-%d %H:%M", time.localtime(e.date)), e.path,
+                     human(e.size), human(e.stored_bytes), *[fmt_value(lookup(rec, c)) for c in cols],
+                     e.message.splitlines()[0] if e.message else ""])
+    if not rows:
+        out.print("no artifact versions" + (" match" if where else ""))
+        return
+    print_rows(["commit", "date", "artifact", "size", "stored", *cols, "message"], rows,
+               right={3, 4, *range(5, 5 + len(cols))})
 
 
 @main.group()
