@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import blake3
+
 from ckptvc.errors import CorruptObjectError
-from ckptvc.ids import new_hasher
 from ckptvc.objects.manifest import FileEntry
 from ckptvc.objects.objectdb import ObjectDB
 from ckptvc.parallel import ordered_map
@@ -26,16 +28,23 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
     tmp = dest.parent / f".{dest.name}.ckptvc-{uuid.uuid4().hex[:12]}.tmp"
     task = f"checkout {label or dest.name}"
     progress.start(task, entry.size)
-    hasher = new_hasher()
+    hasher = blake3.blake3()
     try:
-        with open(tmp, "wb") as f:
+        # The whole-file hash runs in its own thread, a chunk behind the writes
+        # (blake3 and file writes both release the GIL).
+        with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=1) as hashing:
+            pending = None
             for chunk, raw in zip(entry.chunks, ordered_map(lambda c: objdb.get_raw(c.id), entry.chunks, jobs),
                                   strict=True):
                 if len(raw) != chunk.size:
                     raise CorruptObjectError(f"object {chunk.id[:12]}: size {len(raw)} != {chunk.size} in manifest")
                 f.write(raw)
-                hasher.update(raw)
+                if pending is not None:
+                    pending.result()
+                pending = hashing.submit(hasher.update, raw)
                 progress.advance(task, len(raw))
+            if pending is not None:
+                pending.result()
             f.flush()
             if hasher.hexdigest() != entry.blake3:
                 raise CorruptObjectError(f"{label or dest}: restored content does not match its blake3; file not replaced")

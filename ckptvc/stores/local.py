@@ -159,8 +159,14 @@ class LocalStore(Store):
     def sync(self) -> None:
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
-        for d in sorted(dirty):
-            fsync_dir(d)
+        if len(dirty) > 8:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(fsync_dir, sorted(dirty)))
+        else:
+            for d in sorted(dirty):
+                fsync_dir(d)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
