@@ -138,23 +138,23 @@ class LocalStore(Store):
             raise CkptvcError(f"{self.root}: cannot write {key}: {exc.strerror}") from exc
         return True
 
-    def adopt(self, src: LocalStore, key: str, data: Data) -> bool:
-        """Store `key` as a hard link to `src`'s file when both stores are on one
-        filesystem (no bytes written: values are immutable files, replaced only by
-        rename, so sharing an inode is safe), else write `data`."""
+    def link_from(self, src: LocalStore, key: str) -> int | None:
+        """Store `key` as a hard link to `src`'s file (both on one filesystem): values
+        are immutable files, replaced only by rename, so sharing an inode is safe.
+        Returns the size, or None when a link is not possible (then copy instead)."""
         path = self._path(key)
-        if path.exists():
-            return False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.link(src._path(key), path)
         except FileExistsError:
-            return False
+            pass
+        except FileNotFoundError:
+            raise KeyError(key) from None
         except OSError:
-            return self.write(key, data)
+            return None
         with self._dirty_lock:
             self._dirty.add(path.parent)
-        return True
+        return path.stat().st_size
 
     def sync(self) -> None:
         with self._dirty_lock:
