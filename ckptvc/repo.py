@@ -923,12 +923,17 @@ class Repo:
         from dulwich import porcelain
 
         if output is None:
+            # a code commit older than `ckptvc init`'s commit has no .ckptvc/: keep ours usable
+            keep = {p: p.read_bytes() for p in (self.config_path, self.dir / ".gitignore") if p.is_file()}
             try:
                 porcelain.checkout(self.git.repo, target=sha)
             except Exception as exc:  # dulwich raises several types for refused checkouts
                 if exc.__class__.__name__ in ("CheckoutError", "Error"):
                     raise WorkspaceConflictError(f"--with-code: cannot check out {sha[:10]}: {exc}") from None
                 raise
+            for p, data in keep.items():
+                if not p.exists():
+                    atomic_write_file(p, data)
             return
         store = self.git.repo.object_store
         commit = self.git.repo[sha.encode()]

@@ -35,6 +35,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_NAME = 100
 _TRAILER_TAG = "Ckptvc-Tag"
 _TRAILER_ARTIFACT = "Ckptvc-Artifact"
+_TRAILER_NONCE = "Ckptvc-Nonce"
 
 
 def validate_tag_name(name: str) -> str:
@@ -66,10 +67,11 @@ class TagRecord:
     tagger: str
     time: int
     artifacts: list[dict] = field(default_factory=list)  # {path, blake3, manifest, role}
+    nonce: str = ""  # random, per client attempt: two clients never write the same record
 
     def to_dict(self) -> dict:
         return {"ckptvc_tag": RECORD_VERSION, "name": self.name, "commit": self.commit, "message": self.message,
-                "tagger": self.tagger, "time": self.time,
+                "tagger": self.tagger, "time": self.time, "nonce": self.nonce,
                 "artifacts": sorted(self.artifacts, key=lambda a: (a["role"] != "target", a["path"], a["blake3"]))}
 
     def to_bytes(self) -> bytes:
@@ -87,7 +89,7 @@ class TagRecord:
                         and isinstance(a["role"], str)):
                     raise ValueError("bad artifact entry")
             return cls(str(doc["name"]), str(doc["commit"]), str(doc["message"]), str(doc["tagger"]),
-                       int(doc["time"]), [dict(a) for a in arts])
+                       int(doc["time"]), [dict(a) for a in arts], str(doc.get("nonce", "")))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptObjectError(f"{where}: malformed tag record: {exc}") from None
 
@@ -99,6 +101,8 @@ class TagRecord:
 
     def tag_message(self) -> bytes:
         lines = [self.message, "", f"{_TRAILER_TAG}: {RECORD_VERSION}"]
+        if self.nonce:
+            lines.append(f"{_TRAILER_NONCE}: {self.nonce}")
         for a in self.to_dict()["artifacts"]:
             lines.append(f"{_TRAILER_ARTIFACT}: {a['role']} {a['manifest']} {a['blake3']} {_q(a['path'])}")
         return ("\n".join(lines) + "\n").encode("utf-8")
@@ -133,12 +137,15 @@ def _record_from_tag_message(name: str, commit: str, tagger: str, tag_time: int,
         return None
     body, _, trailers = message.partition(marker)
     arts = []
+    nonce = ""
     for line in trailers.splitlines():
         key, sep, value = line.partition(": ")
         parts = value.split(" ")
+        if key == _TRAILER_NONCE and sep:
+            nonce = value.strip()
         if key == _TRAILER_ARTIFACT and sep and len(parts) == 4 and is_valid_id(parts[1]) and is_valid_id(parts[2]):
             arts.append({"role": parts[0], "manifest": parts[1], "blake3": parts[2], "path": _unq(parts[3])})
-    return TagRecord(name, commit, body, tagger, tag_time, arts)
+    return TagRecord(name, commit, body, tagger, tag_time, arts, nonce)
 
 
 # ------------------------------------------------------------ reading local tags
@@ -348,8 +355,10 @@ def create_tag(repo, name: str, ref: str | None = None, message: str | None = No
         raise UserInputError(f"tag {name} already exists; ckptvc tags are immutable (pick another name)")
     commit, targets = _resolve_targets(repo, ref)
     message = (message or "").strip() or f"ckptvc baseline {name}"
+    import secrets
+
     record = TagRecord(name, commit, message, repo.git.identity().decode("utf-8", "replace"), int(time.time()),
-                       _artifacts(targets))
+                       _artifacts(targets), secrets.token_hex(8))
     pending = repo.dir / "state" / "tags-pending" / f"{name}.json"
     with contextlib.suppress(OSError, CkptvcError):
         prev = TagRecord.from_bytes(pending.read_bytes(), str(pending))

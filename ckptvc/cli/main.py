@@ -195,7 +195,7 @@ def checkout(args: tuple[str, ...], rev: str | None, force: bool, remote: str | 
     if res.code:
         out.print(f"code       {res.code[:10]} checked out" + (f" under {output}" if output else " (detached HEAD)"))
     for p in res.restored:
-        out.print(f"restored   {p}  (blake3 verified)" + ("  [input]" if p in res.inputs else ""))
+        out.print(f"restored   {p}  (blake3 verified)" + ("  \\[input]" if p in res.inputs else ""))
     for p in res.configs:
         out.print(f"config     {p}  (blake3 verified)")
     for m in res.missing_inputs:
