@@ -201,6 +201,7 @@ class History:
         self.tags: dict[str, str] = {}  # tag object sha -> commit sha
         self._pointers: dict[str, Pointer | None] = {}
         self._changed = False
+        self._read_ahead: dict = {}
         self.heads: list[str] = []
         self.order: list[str] = []  # reachable commits, parents before children
         self.position: dict[str, int] = {}
@@ -299,6 +300,7 @@ class History:
                     if parent not in seen:
                         stack.append((parent, False))
         self.order = order
+        self._read_ahead.clear()
         self.position = {sha: i for i, sha in enumerate(order)}
         self._versions = None
         self._graph = None
@@ -309,7 +311,7 @@ class History:
 
         store = self.git.repo.object_store
         try:
-            c = store[sha.encode()]
+            c = self._read_ahead.pop(sha, None) or store[sha.encode()]
         except KeyError:
             return None  # shallow clone or missing object: history stops here
         if c.type_name != b"commit":
@@ -318,7 +320,10 @@ class History:
         parent_trees = []
         for p in c.parents:
             try:
-                parent_trees.append(store[p].tree)
+                pc = store[p]
+                if p.decode() not in self.commits:
+                    self._read_ahead[p.decode()] = pc  # indexed next: read each commit once
+                parent_trees.append(pc.tree)
             except KeyError:
                 parent_trees.append(None)
         changes = []
@@ -650,22 +655,56 @@ def short_label(nid: str) -> str:
     return nid
 
 
-def tree(g, root: str, direction: str = "ancestors") -> dict:
+def tree(g, root: str, direction: str = "ancestors", collapse: int = 3) -> dict:
     """Nested {"id", "rel", "type", "children", "repeat"}: a node's inputs
-    (ancestors) or the versions made from it (descendants); repeats are cut."""
+    (ancestors) or the versions made from it (descendants). Repeats are cut, and a
+    run of more than `collapse` versions at one path (implicit parent edges) is one
+    node {"id": None, "collapsed": n, "path", "first", "last"} whose children are the
+    inputs of the hidden versions not shown elsewhere (code commits left out) and the
+    run's far end. Nothing else is hidden: a version branching off the run (an
+    explicit parent edge) still shows under the collapsed node."""
     seen: set[str] = set()
 
-    def build(nid: str, rel: str | None) -> dict:
+    def nbrs(nid: str) -> list[tuple[int, str, str, dict]]:
+        if direction == "ancestors":
+            pairs = [(n, g.edges[n, nid]) for n in g.predecessors(nid)]
+        else:
+            pairs = [(n, g.edges[nid, n]) for n in g.successors(nid)]
+        return sorted((RELS.index(e["rel"]) if e["rel"] in RELS else 99, n, e["rel"], e) for n, e in pairs)
+
+    def chain_next(nid: str) -> str | None:
+        nxt = [n for _, n, r, e in nbrs(nid) if r == "parent" and e.get("implicit")]
+        return nxt[0] if len(nxt) == 1 else None
+
+    def build(nid: str, rel: str | None, skip: str | None = None) -> dict:
         node = {"id": nid, "rel": rel, "type": g.nodes[nid].get("type"), "children": [], "repeat": nid in seen}
         if nid in seen:
             return node
         seen.add(nid)
-        nbrs = g.predecessors(nid) if direction == "ancestors" else g.successors(nid)
-        pairs = []
-        for n in nbrs:
-            e = g.edges[n, nid] if direction == "ancestors" else g.edges[nid, n]
-            pairs.append((RELS.index(e["rel"]) if e["rel"] in RELS else 99, n, e["rel"]))
-        for _, n, r in sorted(pairs):
+        for _, n, r, e in nbrs(nid):
+            if n == skip:
+                continue
+            if r == "parent" and e.get("implicit") and n not in seen:
+                chain = [n]
+                while (nxt := chain_next(chain[-1])) is not None and nxt not in seen and nxt not in chain:
+                    chain.append(nxt)
+                if len(chain) > collapse + 1:
+                    hidden = chain[1:-1]
+                    head = build(n, r, skip=chain[1])
+                    seen.update(hidden)
+                    extra: dict[str, str] = {}
+                    for h in hidden:
+                        for _, m, rr, ee in nbrs(h):
+                            if rr == "code" or (rr == "parent" and ee.get("implicit")) or m in seen:
+                                continue
+                            extra.setdefault(m, rr)
+                    run = {"id": None, "rel": "parent", "type": "run", "collapsed": len(hidden),
+                           "path": g.nodes[n].get("path"), "first": hidden[0], "last": hidden[-1],
+                           "children": [build(m, rr) for m, rr in sorted(extra.items())], "repeat": False}
+                    run["children"].append(build(chain[-1], "parent"))
+                    head["children"].append(run)
+                    node["children"].append(head)
+                    continue
             node["children"].append(build(n, r))
         return node
 

@@ -278,6 +278,13 @@ def _print_tree(g, root: str, direction: str | None) -> None:
 
     def add(branch, node) -> None:
         for child in node["children"]:
+            if child["id"] is None:  # a run of versions at one path, collapsed
+                from rich.markup import escape
+
+                label = (f"[dim]... {child['collapsed']} more versions of {escape(str(child['path']))} "
+                         f"({escape(child['first'])} ... {escape(child['last'])})[/]")
+                add(branch.add(label), child)
+                continue
             label = _node_label(g, child["id"], child["rel"])
             if child["repeat"]:
                 branch.add(label + " [dim](see above)[/]")
