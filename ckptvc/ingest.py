@@ -29,6 +29,7 @@ import numpy as np
 
 from ckptvc.errors import CkptvcError, CorruptObjectError, MissingObjectError
 from ckptvc.ids import hash_bytes, new_hasher
+from ckptvc.memory import tune_allocator
 from ckptvc.objects import codecs, envelope
 from ckptvc.objects.chunking import ChunkSpec, iter_chunks
 from ckptvc.objects.formats import detect_layout
@@ -36,6 +37,8 @@ from ckptvc.objects.manifest import ChunkRef, FileEntry
 from ckptvc.objects.objectdb import ObjectDB
 from ckptvc.parallel import ordered_map
 from ckptvc.progress import NULL_PROGRESS, Progress
+
+tune_allocator()
 
 # Re-code an old object only when the delta saves at least this fraction.
 _MIN_SAVING = 0.005
@@ -152,7 +155,7 @@ class Ingester:
         lock = self._cache_lock() if recode else contextlib.nullcontext()
         with lock:
             work = ordered_map(lambda item: self._store_chunk(item[0], item[1], parents.get(item[0].label), recode),
-                               feed(), self.policy.jobs, window=self.policy.jobs * 3)
+                               feed(), self.policy.jobs, window=self.policy.jobs * 2)
             for ref, written, saved in work:
                 chunks.append(ref)
                 new_bytes += written - saved

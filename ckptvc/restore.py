@@ -16,10 +16,13 @@ from pathlib import Path
 import blake3
 
 from ckptvc.errors import CorruptObjectError
+from ckptvc.memory import tune_allocator
 from ckptvc.objects.manifest import FileEntry
 from ckptvc.objects.objectdb import ObjectDB
 from ckptvc.parallel import ordered_map
 from ckptvc.progress import NULL_PROGRESS, Progress
+
+tune_allocator()
 
 
 def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progress: Progress = NULL_PROGRESS,

@@ -17,7 +17,7 @@ TENSOR_PIECE = 4 << 20
 # Tensors and gaps smaller than this are coalesced into groups of up to GROUP_MAX.
 SMALL = 256 << 10
 GROUP_MAX = 1 << 20
-READ_BLOCK = 16 << 20
+READ_BLOCK = 8 << 20
 
 
 @dataclass(frozen=True)
