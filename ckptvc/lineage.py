@@ -419,10 +419,16 @@ class History:
         return out
 
     def _worktree(self):
-        try:
-            return self.repo.tracked()
-        except CkptvcError:
-            return []
+        """The work tree's pointers; a malformed one is skipped here (the commands that
+        act on it name it), so one bad file does not hide the rest."""
+        from ckptvc.workspace import find_pointer_files, load_tracked
+
+        out = []
+        with contextlib.suppress(CkptvcError, OSError):
+            for pf in find_pointer_files(self.repo.root):
+                with contextlib.suppress(CkptvcError):
+                    out.extend(load_tracked(self.repo.root, [pf]))
+        return out
 
     def legacy_parent(self, v: Version) -> str | None:
         if "schema" in v.meta or "parent" in v.meta or v.prev_blob is None:
@@ -501,6 +507,7 @@ def resolve_version(repo, history: History, ref: str) -> Version:
     PATH (the work tree's version, else the newest), a ckptvc tag, or a revision
     holding exactly one artifact."""
     versions = history.versions()
+    problem = f"{ref}: not an artifact version (give PATH, PATH@REV, a ckptvc tag or a version id)"
     if ref.startswith("ckpt:"):
         hits = [v for vid, v in versions.items() if vid == ref or vid.startswith(ref)]
         if len(hits) == 1:
@@ -521,7 +528,10 @@ def resolve_version(repo, history: History, ref: str) -> Version:
             hits = [v for v in versions.values() if v.path == rel and v.pointer.blake3.startswith(rev.lower())]
             if len(hits) == 1:
                 return hits[0]
-            raise UserInputError(f"{ref}: {rev!r} is neither a revision nor a version of {rel}")
+            if len(hits) > 1:
+                raise UserInputError(f"{ref}: {rev!r} names {len(hits)} versions of {rel}; give more of the hash")
+            # perhaps '@' is part of the path: try the whole of it below, else say this
+            problem = f"{ref}: {rev!r} is neither a revision nor a version of {rel}"
     rel = _artifact_rel(repo, ref)
     if rel is not None:
         pf = repo.root / (rel + ".ckpt")
@@ -552,7 +562,7 @@ def resolve_version(repo, history: History, ref: str) -> Version:
             path, data = blobs[0]
             return _version_for(history, path[:-5], Pointer.from_bytes(data, f"{path}@{ref}"))
         raise UserInputError(f"{ref}: revision holds {len(blobs)} artifacts; name one as PATH@{ref}")
-    raise UserInputError(f"{ref}: not an artifact version (give PATH, PATH@REV, a ckptvc tag or a version id)")
+    raise UserInputError(problem)
 
 
 def _artifact_rel(repo, raw: str) -> str | None:

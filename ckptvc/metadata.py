@@ -204,7 +204,7 @@ def changed_paths(git, ignore_managed: bool = True) -> list[str]:
     With ignore_managed, pointer files, .gitignore files and .ckptvc/ are skipped."""
     from dulwich import porcelain
 
-    st = porcelain.status(git.repo, untracked_files="no")
+    st = porcelain.status(git.repo, untracked_files="no", optional_locks=False)  # never rewrites the index
     paths = set()
     for key in ("add", "delete", "modify"):
         for p in st.staged.get(key, []):

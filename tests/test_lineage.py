@@ -397,3 +397,17 @@ def test_thousand_versions_answer_in_under_a_second(workdir, cli):
           f"lineage cold {cold_lin:.2f}s, tree {tree_t:.2f}s, show {show_t:.2f}s")
     assert max(warm_log, warm_lin, tree_t, show_t) < 1.0
     assert max(cold_log, cold_lin) < 2.0  # cold: once per clone, no cache at all
+
+
+def test_at_sign_in_a_path_and_a_malformed_pointer(workdir, cli):
+    (workdir / "model@v2.bin").write_bytes(b"m" * 1000)
+    (workdir / "ok.bin").write_bytes(b"o" * 1000)
+    cli("add", "model@v2.bin", "ok.bin")
+    assert json.loads(cli("show", "model@v2.bin", "--json").output)["path"] == "model@v2.bin"
+    (workdir / "bad.bin").write_bytes(b"b" * 1000)
+    cli("add", "bad.bin")
+    (workdir / "bad.bin.ckpt").write_text("<<<<<<< HEAD\n")
+    doc = json.loads(cli("lineage", "ok.bin", "--format", "json").output)  # one bad pointer hides nothing else
+    assert doc["root"].startswith("ckpt:ok.bin@")
+    r = cli("show", "bad.bin", ok=False)
+    assert r.exit_code == 2 and "bad.bin.ckpt" in r.output and "merge-conflict" in r.output
