@@ -77,6 +77,7 @@ class PrePushResult:
     checked_versions: int = 0
     uploaded_objects: int = 0
     problems: list[str] = field(default_factory=list)
+    no_remote: bool = False  # no default remote: tags were checked, data was not
 
 
 def commits_being_pushed(repo, refs: list[PushedRef]) -> list:
@@ -113,15 +114,14 @@ def check_pre_push(repo, refs: list[PushedRef], progress=None) -> PrePushResult:
     from ckptvc import transfer
     from ckptvc.objects.objectdb import ObjectDB, object_key
     from ckptvc.pointer import Pointer
+    from ckptvc.tags import check_pushed_refs
 
     result = PrePushResult()
-    try:
-        from ckptvc.tags import check_pushed_refs
-    except ImportError:  # pragma: no cover - tags land with lineage
-        check_pushed_refs = None
-    if check_pushed_refs is not None:
-        result.problems.extend(check_pushed_refs(repo, [f"{r.local_ref} {r.local_sha} {r.remote_ref} {r.remote_sha}"
-                                                        for r in refs]))
+    result.problems.extend(check_pushed_refs(repo, [f"{r.local_ref} {r.local_sha} {r.remote_ref} {r.remote_sha}"
+                                                    for r in refs]))
+    if not repo.config.default_remote:
+        result.no_remote = True
+        return result
     commits = commits_being_pushed(repo, refs)
     versions: dict[str, str] = {}  # manifest -> "path@commit" (first seen)
     seen_blobs: set[bytes] = set()

@@ -470,6 +470,7 @@ class Repo:
         manifest = Manifest(kind, files)
         mid = db.put_manifest(manifest)
         for (fp, _), fe in zip(file_list, files, strict=True):
+            state.mark_saved(self._rel(fp), fe.blake3, mid)
             state.record(self._rel(fp), FileStamp.of(fp.stat()), fe.blake3,
                          {"manifest": mid, "entry": _entry_to_state(fe)})
         digest = files[0].blake3 if kind == "file" else dir_digest(files)
@@ -798,7 +799,9 @@ class Repo:
                 continue
             if not force:
                 cur = current.get(path) if (rev is not None and output is None) else None
-                if cur is None or not self._matches(dest, cur.pointer):
+                saved = (cur is not None and self._matches(dest, cur.pointer)) or (
+                    output is None and self._is_saved(dest, db))
+                if not saved:
                     raise WorkspaceConflictError(
                         f"{dest}: has changes that are not added; 'ckptvc add' it first or use --force")
             plan.append((path, ptr, "restore"))
@@ -814,7 +817,7 @@ class Repo:
                 result.unchanged.append(path)
             else:
                 manifest = db.get_manifest(ptr.manifest)
-                self._restore_artifact(db, manifest, dest, path, restore_file)
+                self._restore_artifact(db, manifest, dest, path, restore_file, ptr.manifest)
                 result.restored.append(path)
             if path not in primary:
                 result.inputs.append(path)
@@ -980,31 +983,54 @@ class Repo:
             out.append(r.to_dict())
         return out
 
-    def _restore_artifact(self, db: ObjectDB, manifest: Manifest, dest: Path, label: str, restore_file) -> None:
+    def _restore_artifact(self, db: ObjectDB, manifest: Manifest, dest: Path, label: str, restore_file,
+                          manifest_id: str | None = None) -> None:
         if manifest.kind == "file":
             fe = manifest.files[0]
             if dest.is_dir():
                 raise WorkspaceConflictError(f"{label}: is a directory in the workspace; remove it first")
             restore_file(db, fe, dest, self.jobs, self.progress, label)
-            self._record_state(dest, fe)
+            self._record_state(dest, fe, manifest_id)
             return
         if dest.exists() and not dest.is_dir():
             raise WorkspaceConflictError(f"{label}: is a file in the workspace; remove it first")
         for fe in manifest.files:
             fdest = dest / fe.path
             restore_file(db, fe, fdest, self.jobs, self.progress, f"{label}/{fe.path}")
-            self._record_state(fdest, fe)
+            self._record_state(fdest, fe, manifest_id)
         wanted = {fe.path for fe in manifest.files}
         for fp, entry in self._files_of(dest):
             if entry not in wanted:
                 fp.unlink()  # content of the restored version only; unknown files were refused earlier
 
-    def _record_state(self, dest: Path, fe: FileEntry) -> None:
+    def _record_state(self, dest: Path, fe: FileEntry, manifest: str | None = None) -> None:
         try:
             key = dest.resolve().relative_to(self.root).as_posix()
         except ValueError:
             return  # restored outside the work tree (-o DIR)
         self.state.record(key, FileStamp.of(dest.stat()), fe.blake3, None)
+        if manifest:
+            self.state.mark_saved(key, fe.blake3, manifest)
+
+    def _is_saved(self, dest: Path, db: ObjectDB) -> bool:
+        """Is the workspace content at `dest` a version ckptvc stored (added or checked
+        out here, and still in the cache or on a remote)? Then replacing it loses
+        nothing: this is what `git checkout OLD && ckptvc checkout` meets."""
+        files = [(dest, "")] if dest.is_file() else (self._files_of(dest) if dest.is_dir() else [])
+        if not files:
+            return False
+        for fp, _ in files:
+            digest = self._file_digest(fp, rehash=True)
+            try:
+                key = fp.resolve().relative_to(self.root).as_posix()
+            except ValueError:
+                return False
+            manifest = self.state.saved_manifest(key, digest) if digest else None
+            if manifest is None:
+                return False
+            if not db.has(manifest) and not any(manifest not in db.missing([manifest], r) for r in db.remotes):
+                return False
+        return True
 
     # ------------------------------------------------------------ log
 

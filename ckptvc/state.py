@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS files (
     blake3 TEXT, entry TEXT);
 CREATE TABLE IF NOT EXISTS pushed (remote TEXT, manifest TEXT, PRIMARY KEY (remote, manifest));
 CREATE TABLE IF NOT EXISTS recoded (object TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS saved (path TEXT, blake3 TEXT, manifest TEXT, PRIMARY KEY (path, blake3));
 """
 
 
@@ -76,6 +77,15 @@ class StateDB:
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
             (path, stamp.ino, stamp.mtime_ns, stamp.size, digest, json.dumps(entry) if entry else None),
         )
+
+    def mark_saved(self, path: str, digest: str, manifest: str) -> None:
+        """This content at this path is (part of) the stored artifact version `manifest`:
+        overwriting it loses nothing while that version is kept."""
+        self.db.execute("INSERT OR REPLACE INTO saved VALUES (?, ?, ?)", (path, digest, manifest))
+
+    def saved_manifest(self, path: str, digest: str) -> str | None:
+        row = self.db.execute("SELECT manifest FROM saved WHERE path = ? AND blake3 = ?", (path, digest)).fetchone()
+        return row[0] if row else None
 
     def mark_recoded(self, objects: list[str]) -> None:
         self.db.executemany("INSERT OR IGNORE INTO recoded VALUES (?)", [(o,) for o in objects])

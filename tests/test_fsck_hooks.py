@@ -128,3 +128,27 @@ def test_git_push_runs_hook_uploads_verifies_and_refuses(workdir, tmp_path):
     r = _git(workdir, "push", "-q", "origin", "HEAD:refs/heads/main",
              env=dict(env, CKPTVC_SKIP_HOOK="1"), check=False)
     assert r.returncode == 0 and "NOT checking" in r.stderr
+
+
+@pytest.mark.skipif(GIT is None, reason="the git binary is needed to run a real pre-push hook")
+def test_git_push_refuses_a_moved_ckptvc_tag(workdir, cli, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@e",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@e")
+    bare = tmp_path / "origin.git"
+    _git(tmp_path, "init", "-q", "--bare", str(bare))
+    _git(workdir, "remote", "add", "origin", str(bare))
+    (workdir / "m.bin").write_bytes(b"v1" * 1000)
+    cli("add", "m.bin")
+    cli("commit", "-m", "one")
+    cli("tag", "baseline")
+    r = _git(workdir, "push", "-q", "origin", "HEAD:refs/heads/main", "--tags", env=env, check=False)
+    assert r.returncode == 0, r.stderr
+    (workdir / "m.bin").write_bytes(b"v2" * 1000)
+    cli("add", "m.bin")
+    cli("commit", "-m", "two")
+    # move the tag behind ckptvc's back, as `git tag -f` would
+    _git(workdir, "tag", "-f", "ckpt/baseline", "HEAD", env=env)
+    r = _git(workdir, "push", "-q", "-f", "origin", "refs/tags/ckpt/baseline", env=env, check=False)
+    assert r.returncode != 0 and "refusing to move ckptvc tag baseline" in r.stderr
+    r = _git(workdir, "push", "-q", "origin", ":refs/tags/ckpt/baseline", env=env, check=False)
+    assert r.returncode != 0 and "refusing to delete ckptvc tag baseline" in r.stderr

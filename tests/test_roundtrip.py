@@ -218,3 +218,33 @@ def test_status_reports_each_state(workdir, cli):
     shutil.rmtree(workdir / ".ckptvc" / "cache")
     doc = json.loads(cli("status", "--json").output)
     assert all(not a["in_cache"] for a in doc["artifacts"])
+
+
+def test_git_checkout_old_commit_then_ckptvc_checkout_replaces_stored_content(workdir, cli, tmp_path):
+    """After `git checkout OLD`, the workspace holds a version ckptvc stored: replacing
+    it loses nothing, so no --force is needed (as with `dvc checkout`)."""
+    from dulwich import porcelain
+
+    (workdir / "m.bin").write_bytes(b"one" * 1000)
+    cli("add", "m.bin")
+    first = cli("commit", "-m", "one").output.strip()
+    (workdir / "m.bin").write_bytes(b"two" * 1000)
+    cli("add", "m.bin")
+    cli("commit", "-m", "two")
+    cli("push", "--all-commits")
+    porcelain.checkout(str(workdir), first) if hasattr(porcelain, "checkout") else porcelain.reset(
+        str(workdir), "hard", first)
+    assert b'"size": 3000' in (workdir / "m.bin.ckpt").read_bytes()
+    cli("checkout")
+    assert (workdir / "m.bin").read_bytes() == b"one" * 1000
+    # a fresh clone that pulled the latest behaves the same
+    dest = clone(workdir, tmp_path / "fresh")
+    os.chdir(dest)
+    cli("pull")
+    with Repo.open(dest) as repo:
+        repo.checkout(first)
+        assert (dest / "m.bin").read_bytes() == b"one" * 1000
+    # real local edits are still protected
+    (dest / "m.bin").write_bytes(b"precious")
+    r = cli("checkout", "HEAD", ok=False)
+    assert r.exit_code == 1 and (dest / "m.bin").read_bytes() == b"precious"

@@ -117,9 +117,6 @@ def hook_pre_push(git_remote: str | None, git_url: str | None) -> None:
 
     refs = parse_pre_push_input(sys.stdin.read())
     with open_repo() as repo:
-        if not repo.config.default_remote:
-            err.print("ckptvc: no default remote: checkpoint data was not checked (ckptvc remote add ... --default)")
-            return
         result = check_pre_push(repo, refs)
     if result.problems:
         err.print(f"ckptvc: refusing the push: {len(result.problems)} problem(s) with checkpoint data:", markup=False)
@@ -127,6 +124,8 @@ def hook_pre_push(git_remote: str | None, git_url: str | None) -> None:
             err.print(f"  - {p}", markup=False)
         err.print("ckptvc: fix them (ckptvc push, ckptvc fsck) or bypass with CKPTVC_SKIP_HOOK=1", markup=False)
         sys.exit(1)
-    if result.checked_versions:
+    if result.no_remote:
+        err.print("ckptvc: no default remote: checkpoint data was not checked (ckptvc remote add ... --default)")
+    elif result.checked_versions:
         err.print(f"ckptvc: {result.checked_versions} artifact version(s) verified on the remote"
                   + (f" ({result.uploaded_objects} objects uploaded)" if result.uploaded_objects else ""))

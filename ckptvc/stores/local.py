@@ -174,7 +174,11 @@ class LocalStore(Store):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self.root
-        for dirpath, dirnames, filenames in os.walk(base):
+        # walk only below the deepest directory the prefix names ("tags/" must not
+        # walk millions of objects)
+        start_rel = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = base / start_rel if start_rel else base
+        for dirpath, dirnames, filenames in os.walk(start):
             rel_dir = os.path.relpath(dirpath, base)
             if rel_dir == ".":
                 dirnames[:] = [d for d in dirnames if d != TMP_DIR]
