@@ -112,18 +112,30 @@ def run_demo(workdir: Path | None = None, keep: bool = False, say: Callable[[str
     run(["init", "--remote", str(remote)], repo)
     ckpt = repo / "runs" / "r7" / "model.safetensors"
     ckpt.parent.mkdir(parents=True)
+    tok = repo / "tokenizer"
+    tok.mkdir()
+    (tok / "vocab.txt").write_text("\n".join(f"tok{i}" for i in range(8192)) + "\n")
+    (tok / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512, "lowercase": True}))
+    (repo / "train.yaml").write_text("lr: 5.0e-4\nbatch_size: 32\noptimizer: adamw\nweight_decay: 0.01\n")
     digests, commits = [], []
     raw_total = 0
     t0 = time.perf_counter()
     for step, tensors, loss in training_run(4):
         _write_safetensors(ckpt, tensors, {"step": str(step), "loss": f"{loss:.4f}"})
+        (repo / "eval.json").write_text(json.dumps({"loss": round(loss, 4), "step": step}))
         raw_total += ckpt.stat().st_size
         digests.append(_blake3(ckpt))
         say(f"\n# trainer wrote step {step}: {ckpt.relative_to(repo)} ({ckpt.stat().st_size / 2**20:.1f} MiB)")
-        run(["add", str(ckpt.relative_to(repo))], repo)
+        run(["add", str(ckpt.relative_to(repo)), "--tokenizer", "tokenizer", "--config", "train.yaml",
+             "--metrics", "eval.json", "--dataset", "s3://corpus/wiki-2026@sha256:9f2c41d0", "--seed", "1234"], repo)
         commits.append(run(["commit", "-m", f"r7 step {step} loss {loss:.3f}"], repo).strip())
+        if step == 20:
+            run(["tag", "baseline-step20", str(ckpt.relative_to(repo)), "-m", "r7 at step 20"], repo)
     run(["push", "--all-commits"], repo)
-    run(["log"], repo)
+    run(["log", str(ckpt.relative_to(repo)), "--sort", "loss"], repo)
+    run(["lineage", str(ckpt.relative_to(repo)), "--ancestors"], repo)
+    run(["du"], repo)
+    run(["fsck", "-r", "origin", "--read-data"], repo)
     stored = _dir_bytes(remote / "objects")
     say(f"\n# {len(digests)} checkpoints, {raw_total / 2**20:.1f} MiB raw -> {stored / 2**20:.1f} MiB on the remote "
         f"({raw_total / max(stored, 1):.2f}x smaller)")
@@ -134,13 +146,19 @@ def run_demo(workdir: Path | None = None, keep: bool = False, say: Callable[[str
     run(["pull"], clone_dir)
     restored = clone_dir / ckpt.relative_to(repo)
     ok_latest = _blake3(restored) == digests[-1]
-    run(["checkout", commits[1]], clone_dir)
-    ok_old = _blake3(restored) == digests[1]
+    run(["checkout", commits[0]], clone_dir)
+    ok_old = _blake3(restored) == digests[0]
+    run(["checkout", "baseline-step20"], clone_dir)
+    ok_tag = _blake3(restored) == digests[1]
+    ok_tok = all((clone_dir / "tokenizer" / p.name).read_bytes() == p.read_bytes() for p in tok.iterdir())
     say(f"\n# latest checkpoint in the fresh clone: blake3 {'matches' if ok_latest else 'DIFFERS'}")
-    say(f"# step-20 checkpoint ({commits[1][:10]}): blake3 {'matches' if ok_old else 'DIFFERS'}")
+    say(f"# step-10 checkpoint ({commits[0][:10]}): blake3 {'matches' if ok_old else 'DIFFERS'}")
+    say(f"# tag baseline-step20: checkpoint blake3 {'matches' if ok_tag else 'DIFFERS'}, "
+        f"tokenizer {'identical' if ok_tok else 'DIFFERS'}")
     say(f"# done in {time.perf_counter() - t0:.1f}s")
+    ok = ok_latest and ok_old and ok_tag and ok_tok
     if not keep and workdir is None:
         shutil.rmtree(base, ignore_errors=True)
     else:
         say(f"# kept {base}")
-    return 0 if ok_latest and ok_old else 1
+    return 0 if ok else 1
