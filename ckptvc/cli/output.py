@@ -5,19 +5,30 @@ from __future__ import annotations
 import json
 import sys
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.progress import Progress as RichProgressBar
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+class _LazyConsole:
+    """A rich Console made on first use: importing rich costs ~0.1 s (more with a
+    cold page cache), and most commands print one plain line."""
+
+    def __init__(self, **kwargs: object):
+        self._kwargs = kwargs
+        self._console = None
+
+    def __getattr__(self, name: str):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._kwargs)
+        return getattr(self._console, name)
+
+    @property
+    def is_terminal(self) -> bool:
+        stream = sys.stderr if self._kwargs.get("stderr") else sys.stdout
+        return self._console.is_terminal if self._console is not None else stream.isatty()
+
+
+out = _LazyConsole(highlight=False, soft_wrap=True)
+err = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def human(n: int | float) -> str:
@@ -38,10 +49,19 @@ class RichProgress:
 
     def __init__(self, enabled: bool | None = None):
         self.enabled = err.is_terminal if enabled is None else enabled
-        self.bar: RichProgressBar | None = None
+        self.bar = None
         self.tasks: dict[str, int] = {}
 
-    def _ensure(self) -> RichProgressBar:
+    def _ensure(self):
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import Progress as RichProgressBar
+
         if self.bar is None:
             self.bar = RichProgressBar(
                 TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -52,6 +72,15 @@ class RichProgress:
     def start(self, task: str, total: int | None = None) -> None:
         if not self.enabled:
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         bar = self._ensure()
         if task.startswith("fsck"):
             self.tasks[task] = bar.add_task(task, total=total)
