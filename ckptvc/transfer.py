@@ -108,7 +108,11 @@ def push(db: ObjectDB, remote: Store, manifest_ids: Iterable[str], jobs: int,
     try:
         needed = db.closure(chunks)
         missing = db.missing(needed, remote)
-        copy_objects(db.cache, remote, missing, jobs, progress, "push objects", stats)
+        bases = copy_objects(db.cache, remote, missing, jobs, progress, "push objects", stats)
+        # an object re-coded by a concurrent add between the closure and the copy
+        # names a base the closure did not see: send bases until none is missing
+        while wanted := db.missing(set(bases), remote):
+            bases = copy_objects(db.cache, remote, wanted, jobs, progress, "push objects", stats)
         candidates = sorted((needed - missing) | ((recoded or set()) & (needed | _present(db, remote, recoded))))
         smaller = _smaller_in_cache(db, remote, candidates)
         if smaller:
