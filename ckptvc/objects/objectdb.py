@@ -135,7 +135,7 @@ class ObjectDB:
     def put_manifest(self, manifest: Manifest) -> str:
         """Write a manifest after everything it names is durable, and make it durable."""
         self.cache.sync()
-        oid = self.put_raw(manifest.to_bytes(), 1, 9)
+        oid = self.put_raw(manifest.to_bytes(), 1, 19)
         self.cache.sync()
         return oid
 
