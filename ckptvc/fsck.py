@@ -16,7 +16,6 @@ from ckptvc.errors import CkptvcError, CorruptObjectError
 from ckptvc.objects import envelope
 from ckptvc.objects.objectdb import ObjectDB, check_envelope, info_of, object_key
 from ckptvc.parallel import ordered_map
-from ckptvc.pointer import Pointer
 from ckptvc.progress import NULL_PROGRESS, Progress
 from ckptvc.stores.base import Store
 
@@ -56,20 +55,7 @@ class FsckReport:
 def referenced_versions(repo) -> tuple[dict[str, str], list[str]]:
     """manifest id -> "path@commit" for every pointer in history and the workspace,
     and the pointers that do not parse."""
-    versions: dict[str, str] = {}
-    bad: list[str] = []
-    store = repo.git.repo.object_store
-    seen: set[bytes] = set()
-    for commit in repo.git.walk_commits():
-        for entry in store.iter_tree_contents(commit.tree):
-            if not entry.path.endswith(b".ckpt") or entry.sha in seen:
-                continue
-            seen.add(entry.sha)
-            where = f"{entry.path.decode('utf-8', 'replace')[:-5]}@{commit.id.decode()[:10]}"
-            try:
-                versions.setdefault(Pointer.from_bytes(store[entry.sha].data, where).manifest, where)
-            except CkptvcError as exc:
-                bad.append(str(exc))
+    versions, bad = repo.git.pointer_versions(repo.git.walk_commits())
     try:
         for t in repo.tracked():
             versions.setdefault(t.pointer.manifest, f"{t.path}@workspace")

@@ -96,6 +96,29 @@ class GitRepo:
                 if isinstance(blob, Blob) and len(blob.data) <= (1 << 20):
                     yield path, blob.data
 
+    def pointer_versions(self, commits) -> tuple[dict[str, str], list[str]]:
+        """manifest id -> "path@commit" (first seen) for every pointer file in the
+        trees of `commits`, and one error line for each pointer that does not parse.
+        Each distinct pointer blob is parsed once."""
+        from ckptvc.errors import CkptvcError
+        from ckptvc.pointer import Pointer
+
+        versions: dict[str, str] = {}
+        bad: list[str] = []
+        store = self.repo.object_store
+        seen: set[bytes] = set()
+        for commit in commits:
+            for entry in store.iter_tree_contents(commit.tree):
+                if not entry.path.endswith(POINTER_SUFFIX.encode()) or entry.sha in seen:
+                    continue
+                seen.add(entry.sha)
+                where = f"{entry.path.decode('utf-8', 'replace')[:-len(POINTER_SUFFIX)]}@{commit.id.decode()[:10]}"
+                try:
+                    versions.setdefault(Pointer.from_bytes(store[entry.sha].data, where).manifest, where)
+                except CkptvcError as exc:
+                    bad.append(str(exc))
+        return versions, bad
+
     def walk_commits(self, include: list[bytes] | None = None) -> Iterator[Commit]:
         heads = include
         if heads is None:

@@ -113,7 +113,6 @@ def check_pre_push(repo, refs: list[PushedRef], progress=None) -> PrePushResult:
     problems: they are returned, so the hook can list them all."""
     from ckptvc import transfer
     from ckptvc.objects.objectdb import ObjectDB, object_key
-    from ckptvc.pointer import Pointer
     from ckptvc.tags import check_pushed_refs
 
     result = PrePushResult()
@@ -123,21 +122,8 @@ def check_pre_push(repo, refs: list[PushedRef], progress=None) -> PrePushResult:
         result.no_remote = True
         return result
     commits = commits_being_pushed(repo, refs)
-    versions: dict[str, str] = {}  # manifest -> "path@commit" (first seen)
-    seen_blobs: set[bytes] = set()
-    store = repo.git.repo.object_store
-    for c in commits:
-        for entry in store.iter_tree_contents(c.tree):
-            if not entry.path.endswith(b".ckpt") or entry.sha in seen_blobs:
-                continue
-            seen_blobs.add(entry.sha)
-            where = f"{entry.path.decode('utf-8', 'replace')[:-5]}@{c.id.decode()[:10]}"
-            try:
-                ptr = Pointer.from_bytes(store[entry.sha].data, where)
-            except CkptvcError as exc:
-                result.problems.append(str(exc))
-                continue
-            versions.setdefault(ptr.manifest, where)
+    versions, bad = repo.git.pointer_versions(commits)  # manifest -> "path@commit"
+    result.problems.extend(bad)
     result.checked_versions = len(versions)
     if not versions:
         return result

@@ -648,17 +648,8 @@ class Repo:
         return out
 
     def all_history_manifests(self) -> set[str]:
-        manifests = set()
-        seen_blobs: set[bytes] = set()
-        store = self.git.repo.object_store
-        for commit in self.git.walk_commits():
-            for entry in store.iter_tree_contents(commit.tree):
-                if entry.path.endswith(b".ckpt") and entry.sha not in seen_blobs:
-                    seen_blobs.add(entry.sha)
-                    data = store[entry.sha].data
-                    with contextlib.suppress(CkptvcError):
-                        manifests.add(Pointer.from_bytes(data, entry.path.decode()).manifest)
-        return manifests
+        """Every artifact version any branch, tag or remote-tracking ref reaches."""
+        return set(self.git.pointer_versions(self.git.walk_commits())[0])
 
     # ------------------------------------------------------------ transfers
 
