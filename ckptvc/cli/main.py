@@ -127,15 +127,23 @@ def status(paths: tuple[str, ...], as_json: bool) -> None:
     if not rows:
         out.print("no tracked artifacts")
         return
+    header = ("artifact", "workspace", "cache", f"remote ({remote})" if remote else "remote")
+    cells = [(r.path, r.workspace, "yes" if r.in_cache else "missing",
+              "-" if r.on_remote is None else ("yes" if r.on_remote else "not pushed")) for r in rows]
+    if not out.is_terminal:
+        # piped: plain aligned columns (rendering a rich table costs more than computing the status)
+        widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
+        for row in [header, *cells]:
+            sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+        return
     from rich.table import Table
 
+    color = {"clean": "green", "modified": "yellow", "missing": "red", "not pushed": "yellow"}
     table = Table(box=None, header_style="bold")
-    for col in ("artifact", "workspace", "cache", f"remote ({remote})" if remote else "remote"):
+    for col in header:
         table.add_column(col)
-    for r in rows:
-        ws = {"clean": "[green]clean[/]", "modified": "[yellow]modified[/]", "missing": "[red]missing[/]"}[r.workspace]
-        remote_cell = "-" if r.on_remote is None else ("yes" if r.on_remote else "[yellow]not pushed[/]")
-        table.add_row(r.path, ws, "yes" if r.in_cache else "[red]missing[/]", remote_cell)
+    for row in cells:
+        table.add_row(*(f"[{color[c]}]{c}[/]" if c in color and i else c for i, c in enumerate(row)))
     out.print(table)
 
 
