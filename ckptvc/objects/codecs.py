@@ -198,11 +198,13 @@ def _uint_view(buf: np.ndarray | bytes | memoryview, width: int) -> np.ndarray:
     return a[: n * width].view(dt)
 
 
-def _xor(a: memoryview | bytes | np.ndarray, b: memoryview | bytes | np.ndarray) -> np.ndarray:
+def _xor(a: memoryview | bytes | np.ndarray, b: memoryview | bytes | np.ndarray,
+         out: np.ndarray | None = None) -> np.ndarray:
+    """a XOR b, into `out` when given (it may be `a` itself: decoding works in place)."""
     x = np.frombuffer(a, dtype=np.uint8)
     y = np.frombuffer(b, dtype=np.uint8)
     n8 = len(x) // 8 * 8
-    out = np.empty(len(x), dtype=np.uint8)
+    out = np.empty(len(x), dtype=np.uint8) if out is None else out
     np.bitwise_xor(x[:n8].view(np.uint64), y[:n8].view(np.uint64), out=out[:n8].view(np.uint64))
     np.bitwise_xor(x[n8:], y[n8:], out=out[n8:])
     return out
@@ -227,17 +229,18 @@ def _sub(a: memoryview | bytes | np.ndarray, b: memoryview | bytes | np.ndarray,
 
 
 def _add(zz_bytes: np.ndarray, b: memoryview | bytes | np.ndarray, width: int) -> np.ndarray:
-    """Inverse of _sub: b + unzigzag(zz)."""
+    """Inverse of _sub: b + unzigzag(zz), computed in place in `zz_bytes` (a scratch
+    array the caller owns)."""
     y = np.frombuffer(b, dtype=np.uint8)
     n = len(zz_bytes) // width * width
-    out = np.empty(len(zz_bytes), dtype=np.uint8)
     zz = _uint_view(zz_bytes, width)
     one = zz.dtype.type(1)
-    d = np.right_shift(zz, one)
-    np.bitwise_xor(d, np.negative(np.bitwise_and(zz, one)), out=d)
-    np.add(d, _uint_view(y, width), out=out[:n].view(zz.dtype))
-    np.add(zz_bytes[n:], y[n:], out=out[n:])
-    return out
+    sign = np.negative(np.bitwise_and(zz, one))
+    np.right_shift(zz, one, out=zz)
+    np.bitwise_xor(zz, sign, out=zz)
+    np.add(zz, _uint_view(y, width), out=zz)
+    np.add(zz_bytes[n:], y[n:], out=zz_bytes[n:])
+    return zz_bytes
 
 
 # ---------------------------------------------------------------- choosing
@@ -362,7 +365,7 @@ def decode(codec: int, params: bytes, payload: memoryview, raw_size: int, where:
             raise CorruptObjectError(f"{where}: delta base has the wrong size")
         diff = decode_planes_payload(payload, raw_size, width, where)
         if codec == XOR_PLANES:
-            return memoryview(_xor(diff, base_raw))
+            return memoryview(_xor(diff, base_raw, out=diff))
         if width not in (2, 4, 8):
             raise CorruptObjectError(f"{where}: bad sub width {width}")
         return memoryview(_add(diff, base_raw, width))
