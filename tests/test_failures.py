@@ -247,3 +247,26 @@ def test_kill_during_push_then_rerun_moves_only_what_is_missing(workdir):
     assert done.returncode == 0, done.stderr
     assert f"pushed {total - landed} objects" in done.stdout
     assert verify_store(remote) == total
+
+
+def test_disk_full_during_checkout_is_one_line_and_keeps_the_file(workdir, cli, monkeypatch):
+    import errno
+
+    import ckptvc.restore as restore
+
+    (workdir / "m.bin").write_bytes(b"one" * 100_000)
+    cli("add", "m.bin")
+    first = cli("commit", "-m", "one").output.strip()
+    (workdir / "m.bin").write_bytes(b"two" * 100_000)
+    cli("add", "m.bin")
+    cli("commit", "-m", "two")
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(workdir / "m.bin"))
+
+    monkeypatch.setattr(restore, "_write_chunks", full)
+    r = cli("checkout", first, ok=False)
+    assert r.exit_code == 1 and "No space left on device" in r.output and "Traceback" not in r.output
+    assert len([ln for ln in r.output.splitlines() if ln.strip()]) == 1
+    assert (workdir / "m.bin").read_bytes() == b"two" * 100_000
+    assert not list(workdir.glob(".m.bin.*.tmp"))

@@ -25,6 +25,12 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             err.print("ckptvc: interrupted; nothing partial was left behind (run the command again to resume)")
             sys.exit(130)
+        except OSError as exc:
+            # disk full, permission denied, a file vanishing: the system's one line, no
+            # traceback. Writes are atomic, so nothing half-written was left in place.
+            where = exc.filename if exc.filename else "ckptvc"
+            err.print(f"ckptvc: error: {where}: {exc.strerror or exc}", markup=False)
+            sys.exit(1)
 
     return wrapper
 
