@@ -346,6 +346,7 @@ class Repo:
             except CkptvcError:
                 parent_files = {}
         self.cache.ensure()
+        self.cache.clean_tmp()  # leftovers of an add or fetch killed long ago
         db = self.objectdb(with_remotes=False)
         ingester = Ingester(db, self._policy(), self.progress, self.dir / "tmp" / "recode.lock")
         auto = {"env": md.current_env(), "code": md.code_state(self.git)}

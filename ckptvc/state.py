@@ -63,15 +63,6 @@ class StateDB:
             return None
         return row[3], (json.loads(row[4]) if row[4] else {})
 
-    def lookup_many(self, paths: list[str]) -> dict[str, tuple[int, int, int, str]]:
-        out: dict[str, tuple[int, int, int, str]] = {}
-        for i in range(0, len(paths), 500):
-            part = paths[i : i + 500]
-            q = f"SELECT path, ino, mtime_ns, size, blake3 FROM files WHERE path IN ({','.join('?' * len(part))})"
-            for row in self.db.execute(q, part):
-                out[row[0]] = (row[1], row[2], row[3], row[4])
-        return out
-
     def record(self, path: str, stamp: FileStamp, digest: str, entry: dict | None = None) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",

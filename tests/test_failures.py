@@ -270,3 +270,51 @@ def test_disk_full_during_checkout_is_one_line_and_keeps_the_file(workdir, cli, 
     assert len([ln for ln in r.output.splitlines() if ln.strip()]) == 1
     assert (workdir / "m.bin").read_bytes() == b"two" * 100_000
     assert not list(workdir.glob(".m.bin.*.tmp"))
+
+
+def test_stale_temp_files_are_cleaned_young_ones_kept(workdir, cli):
+    tmp = workdir / ".ckptvc" / "cache" / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    stale, fresh = tmp / "stale.tmp", tmp / "fresh.tmp"
+    stale.write_bytes(b"x" * 100)
+    fresh.write_bytes(b"y" * 100)
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    (workdir / "a.bin").write_bytes(b"a" * 10)
+    cli("add", "a.bin")
+    assert not stale.exists() and fresh.exists()  # a young one may belong to a running writer
+
+
+def test_kill_while_recoding_the_parent_loses_no_version(workdir):
+    """Adding v2 re-codes v1's chunks as deltas against v2's: a kill in the middle
+    must leave every object whole and decodable, v1 restorable, and the next add fine."""
+    series = training_series(2, scale=100)  # ~90 MB per version, many chunks
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    write_safetensors(workdir / "m.safetensors", series[0])
+    v1 = (workdir / "m.safetensors").read_bytes()
+    subprocess.run(CKPTVC + ["add", "m.safetensors"], cwd=workdir, env=env, check=True, capture_output=True)
+    subprocess.run(CKPTVC + ["commit", "-m", "v1"], cwd=workdir, env=env, check=True, capture_output=True)
+    cache = workdir / ".ckptvc/cache"
+    before = len(objects_in(cache))
+    write_safetensors(workdir / "m.safetensors", series[1])
+    proc = subprocess.Popen(CKPTVC + ["add", "m.safetensors"], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(objects_in(cache)) < before + 4:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "add finished before it could be killed"
+    verify_store(cache)  # re-coded or not, every object decodes to its id
+    v2 = (workdir / "m.safetensors").read_bytes()
+    _drop_remote(workdir)  # v1 must come back from the cache alone
+    with Repo.open(workdir) as repo:
+        repo.checkout("HEAD", force=True)
+    assert (workdir / "m.safetensors").read_bytes() == v1
+    (workdir / "m.safetensors").write_bytes(v2)
+    done = subprocess.run(CKPTVC + ["add", "m.safetensors"], cwd=workdir, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    verify_store(cache)
+    (workdir / "m.safetensors").unlink()
+    subprocess.run(CKPTVC + ["checkout", "m.safetensors"], cwd=workdir, env=env, check=True, capture_output=True)
+    assert (workdir / "m.safetensors").read_bytes() == v2

@@ -143,10 +143,6 @@ def encode_planes_parts(raw: Buffer, width: int, level: int, give_up: float = GI
     return parts
 
 
-def encode_planes_payload(raw: Buffer, width: int, level: int) -> bytes:
-    return b"".join(encode_planes_parts(raw, width, level))
-
-
 def decode_planes_into(payload: memoryview, out: np.ndarray, width: int, where: str) -> None:
     """Decode a planes payload into `out` (a uint8 array of the raw size)."""
     width = max(width, 1)

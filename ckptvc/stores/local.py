@@ -194,13 +194,18 @@ class LocalStore(Store):
         except FileNotFoundError:
             return None
 
-    def clean_tmp(self) -> int:
-        """Remove leftovers of interrupted writes; returns how many."""
+    def clean_tmp(self, min_age_s: float = 3600) -> int:
+        """Remove temp files that interrupted writes (a kill, a crash) left behind.
+        Only old ones: a younger file may belong to a writer still running."""
+        import time
+
         n = 0
+        cutoff = time.time() - min_age_s
         tmp_dir = self.root / TMP_DIR
         if tmp_dir.is_dir():
             for p in tmp_dir.iterdir():
                 with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-                    n += 1
+                    if p.stat().st_mtime < cutoff:
+                        p.unlink()
+                        n += 1
         return n
