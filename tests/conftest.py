@@ -92,6 +92,16 @@ def workdir(tmp_path, monkeypatch):
     return root
 
 
+def commit_versions(cli, root: Path, name: str, contents: list[bytes]) -> list[str]:
+    """Write, add and commit each content in turn at `name`; the commit ids."""
+    shas = []
+    for k, data in enumerate(contents):
+        (root / name).write_bytes(data)
+        cli("add", name)
+        shas.append(cli("commit", "-m", f"v{k}").output.strip())
+    return shas
+
+
 def clone(src: Path, dest: Path) -> Path:
     porcelain.clone(str(src), str(dest), checkout=True).close()
     return dest

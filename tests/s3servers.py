@@ -445,3 +445,23 @@ def s3_server(request, tmp_path_factory, aws_env):
         pytest.skip(f"{request.param} cannot run here: {exc}")
     yield server
     server.stop()
+
+
+def s3_work_tree(tmp_path: Path, endpoint: str, monkeypatch) -> tuple[Path, str]:
+    """A git work tree with ckptvc initialised and a default S3 remote under a fresh
+    prefix of BUCKET at `endpoint`; cwd inside it. Returns (root, prefix)."""
+    import uuid
+
+    from dulwich import porcelain
+
+    from ckptvc.repo import Repo
+
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@example.com")
+    root = tmp_path / "work"
+    porcelain.init(str(root))
+    prefix = f"repo-{uuid.uuid4().hex[:12]}"
+    with Repo.init(root) as repo:
+        repo.remote_add("origin", f"s3://{BUCKET}/{prefix}", default=True, options={"endpoint_url": endpoint})
+    monkeypatch.chdir(root)
+    return root, prefix

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import training_series, write_safetensors
+from conftest import commit_versions, training_series, write_safetensors
 
 from ckptvc.objects.objectdb import ObjectDB, check_envelope, key_to_id
 from ckptvc.repo import Repo
@@ -254,12 +254,7 @@ def test_disk_full_during_checkout_is_one_line_and_keeps_the_file(workdir, cli, 
 
     import ckptvc.restore as restore
 
-    (workdir / "m.bin").write_bytes(b"one" * 100_000)
-    cli("add", "m.bin")
-    first = cli("commit", "-m", "one").output.strip()
-    (workdir / "m.bin").write_bytes(b"two" * 100_000)
-    cli("add", "m.bin")
-    cli("commit", "-m", "two")
+    first, _ = commit_versions(cli, workdir, "m.bin", [b"one" * 100_000, b"two" * 100_000])
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(workdir / "m.bin"))

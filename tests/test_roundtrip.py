@@ -7,7 +7,7 @@ import os
 import shutil
 
 import numpy as np
-from conftest import cache_bytes, clone, training_series, write_safetensors
+from conftest import cache_bytes, clone, commit_versions, training_series, write_safetensors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -121,12 +121,7 @@ def test_reading_unchanged_file_again_uses_stat_cache(workdir, cli, monkeypatch)
 
 
 def test_checkout_revision_restores_old_version_without_moving_head(workdir, cli):
-    (workdir / "m.bin").write_bytes(b"version one" * 1000)
-    cli("add", "m.bin")
-    first = cli("commit", "-m", "one").output.strip()
-    (workdir / "m.bin").write_bytes(b"version two" * 1000)
-    cli("add", "m.bin")
-    cli("commit", "-m", "two")
+    first, _ = commit_versions(cli, workdir, "m.bin", [b"version one" * 1000, b"version two" * 1000])
     head = (workdir / ".git" / "HEAD").read_bytes()
     cli("checkout", first)
     assert (workdir / "m.bin").read_bytes() == b"version one" * 1000
@@ -167,10 +162,7 @@ def test_push_moves_only_missing_objects(workdir, cli):
 
 
 def test_all_commits_push_makes_every_version_restorable(workdir, cli, tmp_path):
-    for k in range(3):
-        (workdir / "m.bin").write_bytes(f"v{k}".encode() * 5000)
-        cli("add", "m.bin")
-        cli("commit", "-m", f"v{k}")
+    commit_versions(cli, workdir, "m.bin", [f"v{k}".encode() * 5000 for k in range(3)])
     cli("push", "--all-commits")
     dest = clone(workdir, tmp_path / "fresh")
     os.chdir(dest)
@@ -225,12 +217,7 @@ def test_git_checkout_old_commit_then_ckptvc_checkout_replaces_stored_content(wo
     it loses nothing, so no --force is needed (as with `dvc checkout`)."""
     from dulwich import porcelain
 
-    (workdir / "m.bin").write_bytes(b"one" * 1000)
-    cli("add", "m.bin")
-    first = cli("commit", "-m", "one").output.strip()
-    (workdir / "m.bin").write_bytes(b"two" * 1000)
-    cli("add", "m.bin")
-    cli("commit", "-m", "two")
+    first, _ = commit_versions(cli, workdir, "m.bin", [b"one" * 1000, b"two" * 1000])
     cli("push", "--all-commits")
     porcelain.checkout(str(workdir), first) if hasattr(porcelain, "checkout") else porcelain.reset(
         str(workdir), "hard", first)

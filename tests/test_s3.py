@@ -526,17 +526,11 @@ def test_factory_opens_s3_remotes_with_their_options(s3_server):
 
 def test_push_and_pull_through_an_s3_remote(s3_server, tmp_path, monkeypatch):
     from conftest import clone, training_series, write_safetensors
-    from dulwich import porcelain
+    from s3servers import s3_work_tree
 
     from ckptvc.repo import Repo
 
-    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test")
-    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@example.com")
-    root = tmp_path / "work"
-    porcelain.init(str(root))
-    url = f"s3://{BUCKET}/repo-{uuid.uuid4().hex[:12]}"
-    with Repo.init(root) as repo:
-        repo.remote_add("origin", url, default=True, options={"endpoint_url": s3_server.endpoint})
+    root, _ = s3_work_tree(tmp_path, s3_server.endpoint, monkeypatch)
     series = training_series(2)
     with Repo.open(root) as repo:
         for i, tensors in enumerate(series):

@@ -12,14 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import clone, training_series, write_safetensors
-from dulwich import porcelain
 
 from ckptvc.cli.main import main
 from ckptvc.errors import CkptvcError
@@ -27,22 +25,10 @@ from ckptvc.repo import Repo
 
 pytest.register_assert_rewrite("s3servers")
 pytest_plugins = ["s3servers"]
-from s3servers import BUCKET, FaultProxy  # noqa: E402
+from s3servers import BUCKET, FaultProxy, s3_work_tree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPTVC = [sys.executable, "-m", "ckptvc"]
-
-
-def _repo_with_remote(tmp_path, endpoint: str, monkeypatch) -> tuple[Path, str]:
-    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test")
-    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@example.com")
-    root = tmp_path / "work"
-    porcelain.init(str(root))
-    prefix = f"repo-{uuid.uuid4().hex[:12]}"
-    with Repo.init(root) as repo:
-        repo.remote_add("origin", f"s3://{BUCKET}/{prefix}", default=True, options={"endpoint_url": endpoint})
-    monkeypatch.chdir(root)
-    return root, prefix
 
 
 def _remote_keys(server, prefix: str) -> list[str]:
@@ -67,7 +53,7 @@ def _cli(*args: str, ok: bool = True):
 
 
 def test_s3_push_killed_midway_resumes_with_only_what_is_missing(s3_server, tmp_path, monkeypatch):
-    root, prefix = _repo_with_remote(tmp_path, s3_server.endpoint, monkeypatch)
+    root, prefix = s3_work_tree(tmp_path, s3_server.endpoint, monkeypatch)
     rng = np.random.default_rng(5)
     with open(root / "big.bin", "wb") as f:
         for _ in range(48):
@@ -97,7 +83,7 @@ def test_s3_push_killed_midway_resumes_with_only_what_is_missing(s3_server, tmp_
 
 
 def test_s3_corrupt_object_found_by_fsck_and_repaired(s3_server, tmp_path, monkeypatch):
-    root, prefix = _repo_with_remote(tmp_path, s3_server.endpoint, monkeypatch)
+    root, prefix = s3_work_tree(tmp_path, s3_server.endpoint, monkeypatch)
     for k, t in enumerate(training_series(2)):
         write_safetensors(root / "m.safetensors", t)
         _cli("add", "m.safetensors")
@@ -119,7 +105,7 @@ def test_s3_corrupt_object_found_by_fsck_and_repaired(s3_server, tmp_path, monke
 def test_s3_push_and_pull_through_faults_end_correct_or_clearly_failed(s3_server, tmp_path, monkeypatch):
     with FaultProxy(s3_server.endpoint, seed=11, error_rate=0.08, drop_rate=0.04, drop_after_rate=0.04,
                     truncate_rate=0.04, corrupt_rate=0.04, corrupt_response_rate=0.04, max_faults=60) as proxy:
-        root, prefix = _repo_with_remote(tmp_path, proxy.endpoint, monkeypatch)
+        root, prefix = s3_work_tree(tmp_path, proxy.endpoint, monkeypatch)
         series = training_series(2)
         for k, t in enumerate(series):
             write_safetensors(root / "m.safetensors", t)
