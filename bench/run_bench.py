@@ -456,23 +456,8 @@ class Bench:
         m["add_commit_per_step_s"] = [p["wall_s"] for p in per]
         m["commits"] = commits
         m["workspace_verified"] = self._verify(repo / MODEL, sha256(srcs[-1], True), res, "workspace after add")
-        self._sizes(tool, repo, remote, m, "pre_push_")
-        self.pc.drop()
-        r = tool.push(repo)
-        res.steps.append(step_record("push --all-commits", [r]))
-        m["push_s"], m["push_rss_kib"] = r.wall_s, r.maxrss_kib
-        self._sizes(tool, repo, remote, m)
-
-        # restores in a fresh clone
-        clone = d / "clone"
-        tool.clone(repo, clone)
-        self.pc.drop()
-        r, forced = self._restore(tool, clone, "pull", res, "pull latest in fresh clone")
-        res.steps.append(step_record(f"fresh clone: pull (step{K - 1})", [r], forced=forced))
-        m["restore_latest_s"], m["restore_latest_rss_kib"] = r.wall_s, r.maxrss_kib
-        m["restore_latest_cpu_s"] = r.user_s + r.sys_s
-        m["restore_latest_verified"] = self._verify(clone / MODEL, sha256(srcs[-1], True), res,
-                                                    f"pull step{K - 1}")
+        clone, forced = self._push_then_pull_latest(tool, d, res, MODEL, srcs[-1], f"step{K - 1}")
+        m["restore_latest_verified"] = m.pop("restore_verified")
         order = [k for k in (2, 0) if k < K - 1] + [k for k in range(K - 1) if k not in (0, 2)]
         restore_rss, ok_all, forced_any = [], m["restore_latest_verified"], forced
         m["restore_older_s"] = {}
@@ -512,6 +497,28 @@ class Bench:
 
     # ------------------------------------------------------------------ big
 
+    def _push_then_pull_latest(self, tool: Tool, d: Path, res: ToolResult, name: str, want: Path,
+                               label: str) -> tuple[Path, bool]:
+        """Push everything (sizes before and after), then pull the latest version in a
+        fresh clone and verify it. Returns (clone, whether the pull needed --force)."""
+        m = res.metrics
+        repo, remote = d / "repo", d / "remote"
+        self._sizes(tool, repo, remote, m, "pre_push_")
+        self.pc.drop()
+        r = tool.push(repo)
+        res.steps.append(step_record("push --all-commits", [r]))
+        m["push_s"], m["push_rss_kib"] = r.wall_s, r.maxrss_kib
+        self._sizes(tool, repo, remote, m)
+        clone = d / "clone"
+        tool.clone(repo, clone)
+        self.pc.drop()
+        r, forced = self._restore(tool, clone, "pull", res, f"pull {label} in fresh clone")
+        res.steps.append(step_record(f"fresh clone: pull ({label})", [r], forced=forced))
+        m["restore_latest_s"], m["restore_latest_rss_kib"] = r.wall_s, r.maxrss_kib
+        m["restore_latest_cpu_s"] = r.user_s + r.sys_s
+        m["restore_verified"] = self._verify(clone / name, sha256(want, True), res, f"pull {label}")
+        return clone, forced
+
     def big(self, tool: Tool, v1: Path, v2: Path, res: ToolResult) -> None:
         m = res.metrics
         d = self.tmp / "big" / tool.name
@@ -531,20 +538,8 @@ class Bench:
         m["add_commit_v2_s"] = per[1]["wall_s"]
         m["add_commit_rss_kib"] = max(p["maxrss_kib"] for p in per)
         m["add_commit_cpu_s"] = sum(p["cpu_s"] for p in per)
-        self._sizes(tool, repo, remote, m, "pre_push_")
-        self.pc.drop()
-        r = tool.push(repo)
-        res.steps.append(step_record("push --all-commits", [r]))
-        m["push_s"], m["push_rss_kib"] = r.wall_s, r.maxrss_kib
-        self._sizes(tool, repo, remote, m)
-        clone = d / "clone"
-        tool.clone(repo, clone)
-        self.pc.drop()
-        r, forced = self._restore(tool, clone, "pull", res, "pull v2 in fresh clone")
-        res.steps.append(step_record("fresh clone: pull (v2)", [r], forced=forced))
-        m["restore_latest_s"], m["restore_latest_rss_kib"] = r.wall_s, r.maxrss_kib
-        m["restore_latest_cpu_s"] = r.user_s + r.sys_s
-        ok = self._verify(clone / BIG, sha256(v2, True), res, "pull v2")
+        clone, forced = self._push_then_pull_latest(tool, d, res, BIG, v2, "v2")
+        ok = m.pop("restore_verified")
         tool.git_checkout(clone, commits[0])
         self.pc.drop()
         r, forced2 = self._restore(tool, clone, "pull", res, "git checkout v1 + pull")
@@ -743,30 +738,35 @@ def find_workload(wdir: Path, only: set[str], k: int | None, generate: bool) -> 
     return ft, v1, v2
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_common_arguments(ap: argparse.ArgumentParser, workloads, results_name: str) -> None:
+    """Options shared by run_bench.py and run_s3_bench.py."""
     ap.add_argument("--workload", type=Path, default=HERE / "workload",
                     help="directory with finetune/ckpt-*.safetensors and big/v1.bin, v2.bin "
                          "(default bench/workload; generated there when missing)")
-    ap.add_argument("--only", default=",".join(WORKLOADS), help="comma list of: minilm,big,status (default all)")
+    ap.add_argument("--only", default=",".join(workloads), help=f"comma list of: {','.join(workloads)} (default all)")
     ap.add_argument("--tools", default="ckptvc,dvc", help="comma list of: ckptvc,dvc (default both)")
     ap.add_argument("--tmp", type=Path, default=None,
-                    help="parent of the temp dir holding repos, remotes and clones (default: system temp)")
-    ap.add_argument("--keep", action="store_true", help="keep the repos, remotes and clones")
+                    help="parent of the temp dir holding repos, remotes, clones and servers (default: system temp)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     ap.add_argument("-K", type=int, default=None, help="use only the first K checkpoints of the series")
-    ap.add_argument("--status-files", type=int, default=100)
-    ap.add_argument("--status-kib", type=int, default=64)
-    ap.add_argument("--status-reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=600, help="kill any one command after this many s (600)")
     ap.add_argument("--no-drop-caches", action="store_true", help="do not drop the page cache between phases")
     ap.add_argument("--no-generate", action="store_true", help="fail instead of generating a missing workload")
-    ap.add_argument("--out", type=Path, default=HERE / "out", help="directory for results-<timestamp>.json")
+    ap.add_argument("--out", type=Path, default=HERE / "out", help=f"directory for {results_name}")
     ap.add_argument("--ckptvc-rev", metavar="REV", default=None,
                     help="measure the ckptvc package as committed at git revision REV of this repository "
                          "(exported to the temp dir and put first on PYTHONPATH) instead of the installed, "
                          "possibly edited, work tree")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every command with its time and RSS")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(ap, WORKLOADS, "results-<timestamp>.json")
+    ap.add_argument("--status-files", type=int, default=100)
+    ap.add_argument("--status-kib", type=int, default=64)
+    ap.add_argument("--status-reps", type=int, default=3)
     a = ap.parse_args()
     only = [w for w in a.only.split(",") if w]
     if not only or set(only) - set(WORKLOADS):

@@ -273,23 +273,7 @@ def table(title: str, res: dict[str, rb.ToolResult]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", type=Path, default=HERE / "workload",
-                    help="directory with finetune/ckpt-*.safetensors and big/v1.bin, v2.bin "
-                         "(default bench/workload; generated there when missing)")
-    ap.add_argument("--only", default=",".join(WORKLOADS), help="comma list of: minilm,big (default both)")
-    ap.add_argument("--tools", default="ckptvc,dvc", help="comma list of: ckptvc,dvc (default both)")
-    ap.add_argument("--tmp", type=Path, default=None,
-                    help="parent of the temp dir holding the SeaweedFS data, repos and clones "
-                         "(default: system temp)")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (repos, clones, SeaweedFS data)")
-    ap.add_argument("-K", type=int, default=None, help="use only the first K checkpoints of the MiniLM series")
-    ap.add_argument("--timeout", type=float, default=600, help="kill any one command after this many s (600)")
-    ap.add_argument("--no-drop-caches", action="store_true", help="do not drop the page cache between phases")
-    ap.add_argument("--no-generate", action="store_true", help="fail instead of generating a missing workload")
-    ap.add_argument("--out", type=Path, default=HERE / "out", help="directory for s3-results-<timestamp>.json")
-    ap.add_argument("--ckptvc-rev", metavar="REV", default=None,
-                    help="measure the ckptvc package as committed at git revision REV (as in run_bench.py)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="print every command with its time and RSS")
+    rb.add_common_arguments(ap, WORKLOADS, "s3-results-<timestamp>.json")
     a = ap.parse_args()
     only = [w for w in a.only.split(",") if w]
     if not only or set(only) - set(WORKLOADS):
