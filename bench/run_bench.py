@@ -760,6 +760,23 @@ def add_common_arguments(ap: argparse.ArgumentParser, workloads, results_name: s
     ap.add_argument("-v", "--verbose", action="store_true", help="print every command with its time and RSS")
 
 
+def parse_common_arguments(ap: argparse.ArgumentParser, workloads, install_hint: str):
+    """Parse and check the shared options: (args, workloads wanted, tools wanted)."""
+    a = ap.parse_args()
+    only = [w for w in a.only.split(",") if w]
+    if not only or set(only) - set(workloads):
+        ap.error(f"--only: expected a comma list of {','.join(workloads)}")
+    tools_wanted = [t for t in a.tools.split(",") if t]
+    if not tools_wanted or set(tools_wanted) - {"ckptvc", "dvc"}:
+        ap.error("--tools: expected a comma list of ckptvc,dvc")
+    for exe in ([CKPTVC] if "ckptvc" in tools_wanted else []) + ([DVC] if "dvc" in tools_wanted else []):
+        if not os.access(exe, os.X_OK):
+            ap.error(f"{exe} not found: run this with the python of a venv that has ckptvc and dvc ({install_hint})")
+    if a.K is not None and a.K < 2:
+        ap.error("-K must be at least 2")
+    return a, only, tools_wanted
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -767,19 +784,7 @@ def main() -> int:
     ap.add_argument("--status-files", type=int, default=100)
     ap.add_argument("--status-kib", type=int, default=64)
     ap.add_argument("--status-reps", type=int, default=3)
-    a = ap.parse_args()
-    only = [w for w in a.only.split(",") if w]
-    if not only or set(only) - set(WORKLOADS):
-        ap.error(f"--only: expected a comma list of {','.join(WORKLOADS)}")
-    tools_wanted = [t for t in a.tools.split(",") if t]
-    if not tools_wanted or set(tools_wanted) - {"ckptvc", "dvc"}:
-        ap.error("--tools: expected a comma list of ckptvc,dvc")
-    for exe in ([CKPTVC] if "ckptvc" in tools_wanted else []) + ([DVC] if "dvc" in tools_wanted else []):
-        if not os.access(exe, os.X_OK):
-            ap.error(f"{exe} not found: run this with the python of a venv that has ckptvc and dvc "
-                     f"(pip install -e '.[bench]')")
-    if a.K is not None and a.K < 2:
-        ap.error("-K must be at least 2")
+    a, only, tools_wanted = parse_common_arguments(ap, WORKLOADS, "pip install -e '.[bench]'")
 
     srcs, v1, v2 = find_workload(a.workload.resolve(), set(only), a.K, not a.no_generate)
     if a.tmp:

