@@ -147,18 +147,23 @@ def check_pre_push(repo, refs: list[PushedRef], progress=None) -> PrePushResult:
     # Another size (another client's encoding of the same content): read and check it.
     from ckptvc.objects.objectdb import check_envelope
 
+    owner: dict[str, str] = {}  # object -> the first version (path@commit) that needs it
     for m in sorted(local):
-        needed = db.closure(db.get_manifest(m).chunk_ids() | {m})
-        keys = {object_key(o): o for o in needed}
-        ours, theirs = repo.cache.sizes(keys), remote.sizes(keys)
-        missing = [k for k in keys if k not in theirs]
-        if missing:
-            result.problems.append(f"{versions[m]}: {len(missing)} object(s) missing on remote {name} after push")
-            continue
-        for k in keys:
-            if ours.get(k) != theirs[k]:
-                try:
-                    check_envelope(remote.read(k), f"{name}: {k}")
-                except (CkptvcError, KeyError) as exc:
-                    result.problems.append(f"{versions[m]}: {exc}")
+        for oid in db.get_manifest(m).chunk_ids() | {m}:
+            owner.setdefault(oid, versions[m])
+    for oid in db.closure(set(owner)):
+        owner.setdefault(oid, "a delta base")
+    keys = {object_key(o): o for o in owner}
+    ours, theirs = repo.cache.sizes(keys), remote.sizes(keys)
+    lacking: dict[str, int] = {}
+    for k, oid in keys.items():
+        if k not in theirs:
+            lacking[owner[oid]] = lacking.get(owner[oid], 0) + 1
+        elif ours.get(k) != theirs[k]:
+            try:
+                check_envelope(remote.read(k), f"{name}: {k}")
+            except (CkptvcError, KeyError) as exc:
+                result.problems.append(f"{owner[oid]}: {exc}")
+    for where, n in sorted(lacking.items()):
+        result.problems.append(f"{where}: {n} object(s) missing on remote {name} after push")
     return result

@@ -672,7 +672,8 @@ class Repo:
         configured = getattr(store, "jobs", None)
         if configured:
             return int(configured)
-        return max(self.jobs * 4, 8) if getattr(store, "url", "").startswith("s3://") else max(self.jobs * 2, 4)
+        # a local directory is bound by the disk; an object store by round trips
+        return max(self.jobs * 2, 4) if isinstance(store, LocalStore) else max(self.jobs * 4, 8)
 
     def fetch(self, remote: str | None = None, rev: str | None = None, paths: list[str] | None = None,
               all_commits: bool = False):

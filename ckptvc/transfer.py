@@ -161,12 +161,9 @@ def fetch(db: ObjectDB, remote: Store, manifest_ids: Iterable[str], jobs: int,
         chunks |= decode_manifest_bytes(data, mid, f"{remote.url}: manifest {mid[:12]}").chunk_ids()
         fetched_manifests[mid] = data
     try:
-        wanted = db.missing(chunks)
-        # delta bases present in the cache may still name bases of their own
-        for oid in chunks - wanted:
-            base = db.info(oid).base
-            if base:
-                wanted |= db.missing(db.closure({base}))
+        # the closure follows delta bases through what the cache already has and
+        # stops at what it lacks; the bases of those are learnt as they arrive
+        wanted = db.missing(db.closure(chunks))
         while wanted:
             bases = copy_objects(remote, db.cache, wanted, jobs, progress, "fetch objects", stats, link=True)
             wanted = db.missing(set(bases))

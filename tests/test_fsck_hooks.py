@@ -152,3 +152,28 @@ def test_git_push_refuses_a_moved_ckptvc_tag(workdir, cli, tmp_path):
     assert r.returncode != 0 and "refusing to move ckptvc tag baseline" in r.stderr
     r = _git(workdir, "push", "-q", "origin", ":refs/tags/ckpt/baseline", env=env, check=False)
     assert r.returncode != 0 and "refusing to delete ckptvc tag baseline" in r.stderr
+
+
+def test_hook_verification_catches_a_push_that_did_not_land(workdir, cli, monkeypatch):
+    """The hook trusts nothing: if the upload silently lost objects (or a remote copy
+    is damaged), the verification after it refuses the push."""
+    from ckptvc import hooks, transfer
+    from ckptvc.stores.local import LocalStore
+
+    (workdir / "m.bin").write_bytes(os.urandom(400_000))
+    cli("add", "m.bin")
+    sha = cli("commit", "-m", "one").output.strip()
+    refs = [hooks.PushedRef("refs/heads/main", sha, "refs/heads/main", hooks.ZERO_SHA)]
+    real_push = transfer.push
+    monkeypatch.setattr(transfer, "push", lambda *a, **k: transfer.TransferStats())
+    with Repo.open(workdir) as repo:
+        LocalStore(workdir.parent / "remote").ensure()
+        result = hooks.check_pre_push(repo, refs)
+    assert any("missing on remote origin after push" in p for p in result.problems)
+    monkeypatch.setattr(transfer, "push", real_push)
+    with Repo.open(workdir) as repo:
+        assert hooks.check_pre_push(repo, refs).problems == []
+        victim = next(p for p in (workdir.parent / "remote" / "objects").rglob("*") if p.is_file())
+        victim.write_bytes(victim.read_bytes() + b"junk")  # another size: the hook reads and checks it
+        result = hooks.check_pre_push(repo, refs)
+    assert any("corrupt" in p or "checksum" in p for p in result.problems)
