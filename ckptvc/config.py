@@ -25,6 +25,10 @@ CORE_DEFAULTS: dict[str, object] = {
     "compression_level": 1,
     "max_delta_chain": 8,
     "jobs": 0,  # 0: one worker per core
+    # Restored workspace files are copies of verified objects: like git and DVC,
+    # checkout does not fsync them (a crash leaves a short file that status flags
+    # and checkout redoes). true makes every restored file durable before rename.
+    "fsync_checkout": False,
 }
 REMOTE_KEYS: dict[str, type] = {
     "url": str,

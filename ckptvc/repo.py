@@ -135,6 +135,7 @@ class Repo:
         self._state: StateDB | None = None
         self._remote_stores: dict[str, Store] = {}
         self.jobs = default_jobs(config.get_int("jobs"))
+        self._fsync_checkout = bool(config.core["fsync_checkout"])
 
     # ------------------------------------------------------------ lifecycle
 
@@ -982,14 +983,14 @@ class Repo:
             fe = manifest.files[0]
             if dest.is_dir():
                 raise WorkspaceConflictError(f"{label}: is a directory in the workspace; remove it first")
-            restore_file(db, fe, dest, self.jobs, self.progress, label)
+            restore_file(db, fe, dest, self.jobs, self.progress, label, self._fsync_checkout)
             self._record_state(dest, fe, manifest_id)
             return
         if dest.exists() and not dest.is_dir():
             raise WorkspaceConflictError(f"{label}: is a file in the workspace; remove it first")
         for fe in manifest.files:
             fdest = dest / fe.path
-            restore_file(db, fe, fdest, self.jobs, self.progress, f"{label}/{fe.path}")
+            restore_file(db, fe, fdest, self.jobs, self.progress, f"{label}/{fe.path}", self._fsync_checkout)
             self._record_state(fdest, fe, manifest_id)
         wanted = {fe.path for fe in manifest.files}
         for fp, entry in self._files_of(dest):

@@ -46,13 +46,19 @@ def _write_chunks(f, entry: FileEntry, read_chunk, jobs: int, progress: Progress
     return hasher.hexdigest()
 
 
+# Files at least this large stream their objects through the page cache once.
+STREAM_MIN_BYTES = 32 << 20
+
+
 def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progress: Progress = NULL_PROGRESS,
-                 label: str | None = None) -> None:
+                 label: str | None = None, fsync: bool = False) -> None:
     """Rebuild `entry` at `dest`. The file's blake3 is checked before it replaces
     anything; it covers every byte, so chunks are first decoded without hashing each
     one again. Only on a mismatch is the file rebuilt with every chunk (and every
     delta base) proven against its id, which names the corrupt object, or heals it
-    from a remote that has a good copy."""
+    from a remote that has a good copy. fsync=True makes the file durable before
+    the rename (the workspace is a copy of verified objects: by default, as with
+    git and DVC, it is not)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.ckptvc-{uuid.uuid4().hex[:12]}.tmp"
     task = f"checkout {label or dest.name}"
@@ -60,7 +66,9 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
     try:
         with open(tmp, "wb+") as f:
             try:
-                digest = _write_chunks(f, entry, lambda c: objdb.get_raw(c.id, verify=False), jobs, progress, task)
+                once = entry.size >= STREAM_MIN_BYTES
+                digest = _write_chunks(f, entry, lambda c: objdb.get_raw(c.id, verify=False, once=once), jobs,
+                                       progress, task)
             except CorruptObjectError:
                 digest = None
             if digest != entry.blake3:
@@ -68,7 +76,8 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
             if digest != entry.blake3:
                 raise CorruptObjectError(f"{label or dest}: restored content does not match its blake3; file not replaced")
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o755 if entry.executable else 0o644)
         os.replace(tmp, dest)
     except BaseException:

@@ -235,3 +235,43 @@ def test_git_checkout_old_commit_then_ckptvc_checkout_replaces_stored_content(wo
     (dest / "m.bin").write_bytes(b"precious")
     r = cli("checkout", "HEAD", ok=False)
     assert r.exit_code == 1 and (dest / "m.bin").read_bytes() == b"precious"
+
+
+def test_large_restore_streams_objects_and_fsyncs_only_when_configured(workdir, cli, monkeypatch):
+    import ckptvc.restore as restore_mod
+    from ckptvc.stores.local import LocalStore
+
+    data = np.random.default_rng(3).standard_normal(300_000).astype(np.float32).tobytes()
+    commit_versions(cli, workdir, "m.bin", [data])
+    monkeypatch.setattr(restore_mod, "STREAM_MIN_BYTES", 1)
+    streamed, synced = [], []
+    real_read_once, real_fsync = LocalStore.read_once, os.fsync
+    monkeypatch.setattr(LocalStore, "read_once", lambda self, key: streamed.append(key) or real_read_once(self, key))
+    monkeypatch.setattr(restore_mod.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+                        or real_fsync(fd))
+
+    (workdir / "m.bin").unlink()
+    cli("checkout", "m.bin")
+    assert (workdir / "m.bin").read_bytes() == data
+    assert streamed and not synced
+
+    cfg = workdir / ".ckptvc" / "config.toml"
+    cfg.write_text(cfg.read_text().replace("fsync_checkout = false", "fsync_checkout = true"))
+    (workdir / "m.bin").unlink()
+    cli("checkout", "m.bin")
+    assert (workdir / "m.bin").read_bytes() == data
+    assert any(".m.bin.ckptvc-" in p for p in synced)
+
+
+def test_read_once_returns_the_value_and_keyerror_when_absent(tmp_path):
+    from ckptvc.stores.local import LocalStore
+
+    store = LocalStore(tmp_path / "s").ensure()
+    store.write("objects/ab/cd", b"payload" * 1000)
+    assert store.read_once("objects/ab/cd") == b"payload" * 1000
+    try:
+        store.read_once("objects/ab/ef")
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("read_once of a missing key must raise KeyError")

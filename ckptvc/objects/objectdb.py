@@ -141,15 +141,16 @@ class ObjectDB:
 
     # ------------------------------------------------------------ reading
 
-    def read_stored(self, oid: str, verify: bool = True, skip_cache: bool = False) -> bytes:
+    def read_stored(self, oid: str, verify: bool = True, skip_cache: bool = False, once: bool = False) -> bytes:
         """The envelope bytes of an object: from the cache, else from a remote (checked,
         then kept in the cache). verify=False skips the payload checksum of a cache copy,
-        for callers that prove the decoded content against its id anyway."""
+        for callers that prove the decoded content against its id anyway. once=True:
+        a streaming reader that will not come back for it (see Store.read_once)."""
         key = object_key(oid)
         errors: list[str] = []
         if not skip_cache:
             try:
-                data = self.cache.read(key)
+                data = self.cache.read_once(key) if once else self.cache.read(key)
                 if verify:
                     check_envelope(data, f"{self.cache.url}: object {oid[:12]}")
                 return data
@@ -179,7 +180,7 @@ class ObjectDB:
         where = ", ".join([self.cache.url] + [r.url for r in self.remotes])
         raise MissingObjectError(f"object {oid[:12]} is missing (looked in {where})")
 
-    def get_raw(self, oid: str, verify: bool = True) -> memoryview:
+    def get_raw(self, oid: str, verify: bool = True, once: bool = False) -> memoryview:
         """The verified raw content of an object, decoding its delta chain.
 
         Only the final content is hashed: a wrong base can only give a wrong result
@@ -191,10 +192,10 @@ class ObjectDB:
             return cached
         if not verify:
             # the caller proves the content some other way (a whole-file hash)
-            return self._decode(oid, [], verify=False)
+            return self._decode(oid, [], verify=False, once=once)
         chain: list[tuple[str, memoryview]] = []
         try:
-            raw = self._decode(oid, chain, verify=False)
+            raw = self._decode(oid, chain, verify=False, once=once)
             ok = hash_bytes(raw) == oid
         except CorruptObjectError:
             ok = False
@@ -205,7 +206,7 @@ class ObjectDB:
             self._raw.put(base_id, base_raw)
         return raw
 
-    def _decode(self, oid: str, chain: list[tuple[str, memoryview]], verify: bool) -> memoryview:
+    def _decode(self, oid: str, chain: list[tuple[str, memoryview]], verify: bool, once: bool = False) -> memoryview:
         from ckptvc.objects import codecs
 
         if len(chain) > 256:
@@ -216,7 +217,7 @@ class ObjectDB:
         where = f"object {oid[:12]}"
 
         def base_raw(base: str) -> memoryview:
-            data = self._decode(base, chain, verify)
+            data = self._decode(base, chain, verify, once)
             chain.append((base, data))
             return data
 
@@ -228,7 +229,7 @@ class ObjectDB:
             return raw
 
         try:
-            return attempt(self.read_stored(oid, verify=verify))
+            return attempt(self.read_stored(oid, verify=verify, once=once))
         except CorruptObjectError:
             if not (verify and self.remotes):
                 raise

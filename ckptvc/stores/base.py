@@ -38,6 +38,11 @@ class Store(ABC):
     def read(self, key: str) -> bytes:
         """The whole value; raises KeyError when absent."""
 
+    def read_once(self, key: str) -> bytes:
+        """Like read(), for a value the caller will not read again soon (a large
+        restore streams through it): stores with a page cache may drop it after."""
+        return self.read(key)
+
     def read_prefix(self, key: str, length: int) -> bytes:
         """The first `length` bytes of a value (headers); raises KeyError when absent."""
         return self.read(key)[:length]
