@@ -297,6 +297,7 @@ def main() -> int:
 
     runner = rb.Runner(a.timeout, a.verbose)
     pc = rb.PageCache(not a.no_drop_caches)
+    rb.compile_ckptvc(tmp)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     meta = {
         "timestamp": stamp,
