@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,24 +26,62 @@ from ckptvc.progress import NULL_PROGRESS, Progress
 tune_allocator()
 
 
-def _write_chunks(f, entry: FileEntry, read_chunk, jobs: int, progress: Progress, task: str) -> str:
+# How many chunks ahead of the writer the prefetcher may start reads.
+PREFETCH_AHEAD = 24
+
+
+class _Prefetcher:
+    """Starts the reads of the next chunks' objects (and their delta bases) a few
+    chunks ahead of the decoders: the decoders read one object at a time each, which
+    leaves a disk idle between requests; a few more in flight keep it busy."""
+
+    def __init__(self, objdb: ObjectDB, entry: FileEntry):
+        self.budget = threading.Semaphore(PREFETCH_AHEAD)
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, args=(objdb, entry), daemon=True)
+        self.thread.start()
+
+    def _run(self, objdb: ObjectDB, entry: FileEntry) -> None:
+        for chunk in entry.chunks:
+            self.budget.acquire()
+            if self.stopped:
+                return
+            objdb.prefetch_chain(chunk.id)
+
+    def advance(self) -> None:
+        self.budget.release()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.budget.release()
+        self.thread.join()
+
+
+def _write_chunks(f, entry: FileEntry, read_chunk, jobs: int, progress: Progress, task: str,
+                  prefetcher: _Prefetcher | None = None) -> str:
     """Write the chunks in order; return the blake3 of what was written. The hash runs
     in its own thread, a chunk behind the writes (both release the GIL)."""
     f.seek(0)
     f.truncate()
     hasher = blake3.blake3()
-    with ThreadPoolExecutor(max_workers=1) as hashing:
-        pending = None
-        for chunk, raw in zip(entry.chunks, ordered_map(read_chunk, entry.chunks, jobs), strict=True):
-            if len(raw) != chunk.size:
-                raise CorruptObjectError(f"object {chunk.id[:12]}: size {len(raw)} != {chunk.size} in manifest")
-            f.write(raw)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as hashing:
+            pending = None
+            for chunk, raw in zip(entry.chunks, ordered_map(read_chunk, entry.chunks, jobs), strict=True):
+                if len(raw) != chunk.size:
+                    raise CorruptObjectError(f"object {chunk.id[:12]}: size {len(raw)} != {chunk.size} in manifest")
+                f.write(raw)
+                if pending is not None:
+                    pending.result()
+                pending = hashing.submit(hasher.update, raw)
+                progress.advance(task, len(raw))
+                if prefetcher is not None:
+                    prefetcher.advance()
             if pending is not None:
                 pending.result()
-            pending = hashing.submit(hasher.update, raw)
-            progress.advance(task, len(raw))
-        if pending is not None:
-            pending.result()
+    finally:
+        if prefetcher is not None:
+            prefetcher.stop()
     return hasher.hexdigest()
 
 
@@ -68,7 +107,7 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
             try:
                 once = entry.size >= STREAM_MIN_BYTES
                 digest = _write_chunks(f, entry, lambda c: objdb.get_raw(c.id, verify=False, once=once), jobs,
-                                       progress, task)
+                                       progress, task, _Prefetcher(objdb, entry) if once else None)
             except CorruptObjectError:
                 digest = None
             if digest != entry.blake3:

@@ -44,7 +44,15 @@ def _drop_remote(root: Path) -> None:
         repo.remote_remove("origin")
 
 
-def test_flipped_byte_in_cache_is_caught_and_workspace_kept(workdir, cli):
+@pytest.mark.parametrize("streaming", [False, True], ids=["small-file-path", "large-file-path"])
+def test_flipped_byte_in_cache_is_caught_and_workspace_kept(workdir, cli, monkeypatch, streaming):
+    import threading
+
+    import ckptvc.restore as restore_mod
+
+    if streaming:  # the large-file path: objects read once, a prefetcher thread ahead
+        monkeypatch.setattr(restore_mod, "STREAM_MIN_BYTES", 1)
+    threads_before = threading.active_count()
     series = training_series(2)
     write_safetensors(workdir / "m.safetensors", series[0])
     cli("add", "m.safetensors")
@@ -66,6 +74,7 @@ def test_flipped_byte_in_cache_is_caught_and_workspace_kept(workdir, cli):
     assert len([ln for ln in r.output.splitlines() if ln.strip()]) == 1
     assert (workdir / "m.safetensors").read_bytes() == current
     assert not list(workdir.glob(".m.safetensors.*.tmp"))
+    assert threading.active_count() == threads_before  # no prefetcher or worker left behind
 
 
 def test_corrupt_cache_object_is_healed_from_remote(workdir, cli):

@@ -275,3 +275,30 @@ def test_read_once_returns_the_value_and_keyerror_when_absent(tmp_path):
         pass
     else:
         raise AssertionError("read_once of a missing key must raise KeyError")
+
+
+def test_large_file_path_restores_every_version_of_a_delta_chain(workdir, cli, monkeypatch):
+    import ckptvc.restore as restore_mod
+
+    monkeypatch.setattr(restore_mod, "STREAM_MIN_BYTES", 1)
+    monkeypatch.setattr(restore_mod, "PREFETCH_AHEAD", 2)
+    paths = []
+    for k, tensors in enumerate(training_series(4)):
+        p = workdir / f"v{k}.safetensors"
+        write_safetensors(p, tensors)
+        paths.append(p.read_bytes())
+        p.unlink()
+    shas = commit_versions(cli, workdir, "m.safetensors", paths)
+    with Repo.open(workdir) as repo:
+        db = repo.objectdb(False)
+        m = db.get_manifest(repo.pointers_at(shas[0])["m.safetensors"].manifest)
+        def chain_length(oid):
+            n = 0
+            while (oid := db.info(oid).base) is not None:
+                n += 1
+            return n
+
+        assert max(chain_length(c.id) for c in m.files[0].chunks) >= 2, "expected a delta chain to test"
+    for sha, data in zip(shas, paths, strict=True):
+        cli("checkout", sha)
+        assert (workdir / "m.safetensors").read_bytes() == data

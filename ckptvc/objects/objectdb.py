@@ -235,6 +235,20 @@ class ObjectDB:
                 raise
             return attempt(self.read_stored(oid, verify=True, skip_cache=True))
 
+    def prefetch_chain(self, oid: str, max_depth: int = 64) -> None:
+        """Start reading an object and its delta bases from the cache (a hint only:
+        errors are ignored, the real read checks everything)."""
+        for _ in range(max_depth):
+            key = object_key(oid)
+            self.cache.prefetch(key)
+            try:
+                base = info_of(self.cache.read_prefix(key, envelope.HEADER_SIZE + 64), oid).base
+            except (KeyError, CorruptObjectError, OSError):
+                return
+            if not base:
+                return
+            oid = base
+
     def get_manifest(self, oid: str) -> Manifest:
         return Manifest.from_bytes(bytes(self.get_raw(oid)), f"manifest {oid[:12]}")
 

@@ -43,6 +43,9 @@ class Store(ABC):
         restore streams through it): stores with a page cache may drop it after."""
         return self.read(key)
 
+    def prefetch(self, key: str) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Hint that `key` will be read soon (stores with a page cache start reading it)."""
+
     def read_prefix(self, key: str, length: int) -> bytes:
         """The first `length` bytes of a value (headers); raises KeyError when absent."""
         return self.read(key)[:length]
