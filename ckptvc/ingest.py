@@ -163,6 +163,10 @@ class Ingester:
                 if saved:
                     recoded.append(parents[ref.label].id)
                 self.progress.advance(task, ref.size)
+            if recode:
+                # publish re-coded forms while the lock is held: another process must
+                # not judge a parent's form (standalone or delta) from a stale copy
+                self.objdb.cache.sync()
         self.progress.finish(task)
         after = os.stat(path)
         if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or sum(c.size for c in chunks) != size:

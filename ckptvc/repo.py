@@ -170,6 +170,11 @@ class Repo:
         return cls(git, Config.load(cfg_path), progress)
 
     def close(self) -> None:
+        # objects written by reads that healed or filled the cache wait for a sync; if
+        # it fails they stay unpublished (absent), which every reader handles
+        for store in [self.cache, *self._remote_stores.values()]:
+            with contextlib.suppress(CkptvcError):
+                store.sync()
         if self._state is not None:
             self._state.close()
             self._state = None

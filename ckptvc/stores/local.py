@@ -3,6 +3,13 @@
 Layout: the key is the relative path. Values are written to `tmp/` inside the store
 root, fsynced, then renamed into place, so a value is either whole or absent; a
 kill leaves at most a stray file in `tmp/`, which is never read as an object.
+
+Objects (keys under `objects/`) are written in batches: each goes to its temp file at
+once and is readable by this process from there, but the fsyncs and renames wait
+for sync(), which fsyncs the whole batch concurrently (the filesystem commits them
+together instead of one journal commit per object), then renames in write order.
+So an object appears under its final name only once its bytes are durable, and
+callers sync before they write anything that refers to objects (a manifest).
 """
 
 from __future__ import annotations
@@ -55,6 +62,25 @@ def atomic_write_file(path: Path, data: bytes, *, tmp_dir: Path | None = None) -
     fsync_dir(path.parent)
 
 
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _parallel(fn, items: list) -> None:
+    if len(items) > 8:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(fn, items))
+    else:
+        for item in items:
+            fn(item)
+
+
 class LocalStore(Store):
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
@@ -64,6 +90,9 @@ class LocalStore(Store):
         # write anything that refers to them (a manifest, a pointer).
         self._dirty: set[Path] = set()
         self._dirty_lock = threading.Lock()
+        # key -> temp file holding its value, written but not yet fsynced and renamed
+        self._pending: dict[str, Path] = {}
+        self._sync_lock = threading.Lock()
 
     def ensure(self) -> LocalStore:
         try:
@@ -77,23 +106,30 @@ class LocalStore(Store):
         return self.root / key
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return key in self._pending or self._path(key).is_file()
+
+    def _open(self, key: str) -> int:
+        """A read fd for the value: its pending temp file, else the final file (a sync
+        may rename the temp file between the lookup and the open: then look again)."""
+        path = self._path(key)
+        for _ in range(3):
+            tmp = self._pending.get(key)
+            try:
+                return os.open(tmp or path, os.O_RDONLY)
+            except FileNotFoundError:
+                if tmp is None:
+                    raise KeyError(key) from None
+        raise KeyError(key)
 
     def read(self, key: str) -> bytes:
-        try:
-            with open(self._path(key), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise KeyError(key) from None
+        with os.fdopen(self._open(key), "rb") as f:
+            return f.read()
 
     def read_once(self, key: str) -> bytes:
         # Streaming gigabytes of objects through the page cache evicts what the user
         # has cached and, on VMs, costs fresh pages for every byte; dropping each
         # object once read lets the next reads and the restored file reuse the pages.
-        try:
-            fd = os.open(self._path(key), os.O_RDONLY)
-        except FileNotFoundError:
-            raise KeyError(key) from None
+        fd = self._open(key)
         try:
             with os.fdopen(fd, "rb", closefd=False) as f:
                 data = f.read()
@@ -118,14 +154,11 @@ class LocalStore(Store):
             os.close(fd)
 
     def read_prefix(self, key: str, length: int) -> bytes:
-        try:
-            with open(self._path(key), "rb") as f:
-                return f.read(length)
-        except FileNotFoundError:
-            raise KeyError(key) from None
+        with os.fdopen(self._open(key), "rb") as f:
+            return f.read(length)
 
     def write(self, key: str, data: Data, *, exclusive: bool = False) -> bool:
-        if self._path(key).exists():
+        if self.exists(key):
             return False
         return self._write(key, data, exclusive=exclusive, overwrite=False)
 
@@ -139,6 +172,7 @@ class LocalStore(Store):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp_dir.mkdir(parents=True, exist_ok=True)
             tmp = tmp_dir / f"{uuid.uuid4().hex}.tmp"
+            batched = not exclusive and key.startswith("objects/")
             try:
                 with open(tmp, "wb") as f:
                     if isinstance(data, list):
@@ -146,7 +180,15 @@ class LocalStore(Store):
                     else:
                         f.write(data)
                     f.flush()
-                    os.fsync(f.fileno())
+                    if not batched:
+                        os.fsync(f.fileno())
+                if batched:
+                    with self._dirty_lock:
+                        if not overwrite and key in self._pending:
+                            return False  # another thread of this process wrote it first
+                        old, self._pending[key] = self._pending.pop(key, None), tmp
+                        tmp = old  # a value superseded before it was synced is dropped
+                    return True
                 if exclusive:
                     # link() fails if the name exists: an atomic create-if-absent.
                     try:
@@ -156,8 +198,9 @@ class LocalStore(Store):
                 else:
                     os.replace(tmp, path)
             finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+                if tmp is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
             if exclusive or not key.startswith("objects/"):
                 fsync_dir(path.parent)  # records (tags) are durable at once
             else:
@@ -188,20 +231,44 @@ class LocalStore(Store):
         return path.stat().st_size
 
     def sync(self) -> None:
-        with self._dirty_lock:
-            dirty, self._dirty = self._dirty, set()
-        if len(dirty) > 8:
-            from concurrent.futures import ThreadPoolExecutor
+        with self._sync_lock:
+            try:
+                self._publish_pending()
+                with self._dirty_lock:
+                    dirty, self._dirty = self._dirty, set()
+                _parallel(fsync_dir, sorted(dirty))
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise CkptvcError(f"{self.root}: no space left on device while syncing objects") from exc
+                raise CkptvcError(f"{self.root}: cannot sync objects: {exc.strerror}") from exc
 
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(fsync_dir, sorted(dirty)))
-        else:
-            for d in sorted(dirty):
-                fsync_dir(d)
+    def _publish_pending(self) -> None:
+        """fsync the pending temp files together, then rename them in write order."""
+        with self._dirty_lock:
+            batch = list(self._pending.items())
+        if not batch:
+            return
+        _parallel(_fsync_path, [tmp for _, tmp in batch])
+        for key, tmp in batch:
+            path = self._path(key)
+            with self._dirty_lock:
+                if self._pending.get(key) != tmp:
+                    continue  # superseded meanwhile: the newer value is published later
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, path)
+                del self._pending[key]
+                self._dirty.add(path.parent)
+
+    def close(self) -> None:
+        self.sync()
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
+        with self._dirty_lock:
+            tmp = self._pending.pop(key, None)
+        for p in (tmp, self._path(key)):
+            if p is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self.root
@@ -220,10 +287,14 @@ class LocalStore(Store):
                     yield key
 
     def size(self, key: str) -> int | None:
-        try:
-            return self._path(key).stat().st_size
-        except FileNotFoundError:
-            return None
+        for _ in range(3):
+            tmp = self._pending.get(key)
+            try:
+                return (tmp or self._path(key)).stat().st_size
+            except FileNotFoundError:
+                if tmp is None:
+                    return None
+        return None
 
     def clean_tmp(self, min_age_s: float = 3600) -> int:
         """Remove temp files that interrupted writes (a kill, a crash) left behind.

@@ -1,0 +1,49 @@
+"""LocalStore: batched object publication. An object is readable by the writing
+store at once, but appears under its final name (for other processes) only after
+sync() has made its bytes durable; superseded and deleted pending values vanish."""
+
+from __future__ import annotations
+
+from ckptvc.stores.local import LocalStore
+
+KEY = "objects/ab/" + "c" * 62
+
+
+def test_pending_object_is_readable_here_and_invisible_elsewhere_until_sync(tmp_path):
+    store = LocalStore(tmp_path / "s").ensure()
+    other = LocalStore(tmp_path / "s")  # what another process sees
+    assert store.write(KEY, [b"head", b"-body"])
+    assert store.exists(KEY) and store.read(KEY) == b"head-body" and store.read_prefix(KEY, 4) == b"head"
+    assert store.size(KEY) == 9 and store.sizes([KEY]) == {KEY: 9}
+    assert not other.exists(KEY)
+    assert not store.write(KEY, b"again")  # already there (pending counts)
+    store.sync()
+    assert other.read(KEY) == b"head-body"
+    assert not list((tmp_path / "s" / "tmp").iterdir())
+
+
+def test_replace_before_sync_publishes_only_the_newest_value(tmp_path):
+    store = LocalStore(tmp_path / "s").ensure()
+    store.write(KEY, b"first form")
+    store.replace(KEY, b"second form")
+    assert store.read(KEY) == b"second form"
+    assert len(list((tmp_path / "s" / "tmp").iterdir())) == 1  # the superseded temp file is gone
+    store.sync()
+    assert LocalStore(tmp_path / "s").read(KEY) == b"second form"
+    assert not list((tmp_path / "s" / "tmp").iterdir())
+
+
+def test_delete_of_a_pending_object_leaves_nothing(tmp_path):
+    store = LocalStore(tmp_path / "s").ensure()
+    store.write(KEY, b"x" * 100)
+    store.delete(KEY)
+    assert not store.exists(KEY)
+    store.sync()
+    assert not LocalStore(tmp_path / "s").exists(KEY)
+    assert not list((tmp_path / "s" / "tmp").iterdir())
+
+
+def test_records_outside_objects_are_durable_at_once(tmp_path):
+    store = LocalStore(tmp_path / "s").ensure()
+    assert store.write("tags/v1", b"record", exclusive=True)
+    assert LocalStore(tmp_path / "s").read("tags/v1") == b"record"
