@@ -15,7 +15,7 @@ from ckptvc.errors import CorruptObjectError, MissingObjectError, RemoteError
 from ckptvc.ids import hash_bytes
 from ckptvc.objects import codecs, envelope
 from ckptvc.objects.manifest import Manifest
-from ckptvc.objects.objectdb import ObjectDB, check_envelope, info_of, object_key
+from ckptvc.objects.objectdb import ObjectDB, info_of, object_key, read_checked
 from ckptvc.parallel import ordered_map
 from ckptvc.progress import NULL_PROGRESS, Progress
 from ckptvc.stores.base import Store
@@ -56,10 +56,9 @@ def copy_objects(src: Store, dst: Store, oids: Iterable[str], jobs: int, progres
                 head = dst.read_prefix(key, envelope.HEADER_SIZE + 64)
                 return linked, info_of(head, f"{dst.url}: object {oid[:12]}").base
         try:
-            data = src.read(key)
+            data, info = read_checked(src, key, f"{src.url}: object {oid[:12]}")
         except KeyError:
             raise MissingObjectError(f"object {oid[:12]} is missing from {src.url}") from None
-        info = check_envelope(data, f"{src.url}: object {oid[:12]}")
         if replace:
             dst.replace(key, data)
         else:

@@ -22,6 +22,8 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
 from ckptvc.errors import ConfigError, RemoteError, UserInputError
+from ckptvc.objects import codecs, envelope
+from ckptvc.objects.objectdb import read_checked
 from ckptvc.stores import s3 as s3mod
 from ckptvc.stores.factory import open_store
 from ckptvc.stores.s3 import S3Store, parse_s3_url
@@ -359,13 +361,21 @@ def test_bytes_damaged_in_transit_are_refused_and_never_stored(s3_server, store)
     for k, v in values.items():
         assert store.read(k) == v
 
-    # Downloads too: a whole-object GET is checked against the stored checksum, and a
-    # damaged one is fetched again.
+    # Downloads too. A record (any key outside objects/) is checked by botocore against
+    # the stored SHA-256 and fetched again when damaged. An object is checked by the
+    # blake3 in its envelope and read again (objectdb.read_checked), so that its bytes
+    # are hashed once, not twice.
+    records = {f"tags/r{i}": rand_bytes(30_000 + i, 40 + i) for i in range(8)}
+    envelopes = {okey(f"e{i}"): envelope.pack(codecs.RAW, 40_000 + i, b"", rand_bytes(40_000 + i, 60 + i))
+                 for i in range(8)}
+    for k, v in {**records, **envelopes}.items():
+        assert store.write(k, v)
     with FaultProxy(s3_server.endpoint, seed=5, corrupt_response_rate=0.5, max_consecutive=2) as proxy:
         via = new_store(s3_server, prefix=store.prefix, endpoint=proxy.endpoint, jobs=4)
         try:
             with ThreadPoolExecutor(4) as pool:
-                assert all(pool.map(lambda kv: via.read(kv[0]) == kv[1], values.items()))
+                assert all(pool.map(lambda kv: via.read(kv[0]) == kv[1], records.items()))
+                assert all(pool.map(lambda kv: read_checked(via, kv[0], kv[0])[0] == kv[1], envelopes.items()))
         finally:
             via.close()
         assert proxy.counts["corrupt_response"] > 0

@@ -55,6 +55,20 @@ def check_envelope(data: bytes, where: str) -> ObjectInfo:
                       envelope.chain_depth(env.codec, env.params))
 
 
+def read_checked(store: Store, key: str, where: str, attempts: int = 5) -> tuple[bytes, ObjectInfo]:
+    """Read an object's stored bytes and check its envelope (header and payload
+    checksum), reading again when they arrive damaged: bytes that fail in transit
+    differ on the next read; bytes damaged at rest fail every time and are reported."""
+    for attempt in range(attempts):
+        data = store.read(key)
+        try:
+            return data, check_envelope(data, where)
+        except CorruptObjectError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 class _RawCache:
     """A small LRU of verified raw objects, bounded in bytes: chunks of consecutive
     versions share delta bases, and decoding a base twice costs a whole chain."""
@@ -162,11 +176,9 @@ class ObjectDB:
                 errors.append(str(exc))
         for remote in self.remotes:
             try:
-                data = remote.read(key)
+                data, _ = read_checked(remote, key, f"{remote.url}: object {oid[:12]}")
             except KeyError:
                 continue
-            try:
-                check_envelope(data, f"{remote.url}: object {oid[:12]}")
             except CorruptObjectError as exc:
                 errors.append(str(exc))
                 continue
