@@ -97,3 +97,48 @@ def test_corrupt_header_is_detected():
         envelope.unpack(blob[:20], "x")
     with pytest.raises(CorruptObjectError):
         _decode(codecs.Encoded(codecs.RAW, b"", (b"abc",)), 4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 3000), seed=st.integers(0, 2**32 - 1), special=st.booleans())
+def test_split_delta_round_trip_both_ways_of_coding_the_low_part(n, seed, special):
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal(n).astype(np.float32)
+    new = (base + rng.standard_normal(n).astype(np.float32) * np.float32(1e-3)).astype(np.float32)
+    if special and n:
+        picks = rng.integers(0, n, min(n, 20))
+        new[picks] = rng.choice(np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -3.4e38], np.float32),
+                                len(picks))
+        new.view(np.uint32)[picks[:1]] = 0x7FA00001  # a signalling NaN with a payload
+    raw, base_raw = new.tobytes(), base.tobytes()
+    bid = hash_bytes(base_raw)
+    standalone = codecs.encode_standalone(raw, 4, 1)
+    forms = [codecs.encode_split(None, raw, codecs.top16(raw), codecs.top16(base_raw), bid, 0, 1)]
+    if standalone.codec == codecs.PLANES:  # the low planes reused byte for byte
+        payload = memoryview(standalone.payload)
+        forms.append(codecs.encode_split(codecs.low_planes_part(payload, len(raw), "t"), None,
+                                         codecs.top16_of_planes(payload, len(raw), "t"), codecs.top16(base_raw),
+                                         bid, 0, 1))
+    for enc in forms:
+        assert enc.codec == codecs.SPLIT_SUB
+        assert envelope.delta_base(enc.codec, enc.params) == bid and envelope.chain_depth(enc.codec, enc.params) == 1
+        assert _decode(enc, len(raw), {bid: base_raw}) == raw
+        # the partial path: only the base's high halves
+        blob = envelope.pack(enc.codec, len(raw), enc.params, enc.payload)
+        env = envelope.unpack(blob, "t")
+        out = codecs.decode(env.codec, env.params, env.payload, env.raw_size, "t", {}.__getitem__,
+                            {bid: codecs.top16(base_raw)}.__getitem__)
+        assert bytes(out) == raw
+
+
+def test_split_delta_with_a_wrong_base_decodes_to_wrong_bytes_not_an_exception_or_right_ones():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal(1000).astype(np.float32).tobytes()
+    new = (np.frombuffer(base, np.float32) * np.float32(1.001)).astype(np.float32).tobytes()
+    bid = hash_bytes(base)
+    enc = codecs.encode_split(None, new, codecs.top16(new), codecs.top16(base), bid, 0, 1)
+    other = bytearray(base)
+    other[7] ^= 0x40  # a high byte of element 1
+    assert _decode(enc, len(new), {bid: bytes(other)}) != new  # the id check downstream catches it
+    with pytest.raises(CorruptObjectError):
+        _decode(enc, len(new), {bid: base[:-4]})

@@ -20,6 +20,16 @@ or renumber one, add new ids instead so old repositories stay readable.
                 up or down, has small |d|: zigzag keeps the sign in the lowest bit, so the
                 high byte planes are zero instead of 0x00/0xFF noise.
 
+  5 SPLIT_SUB   params = base id (32) + width W (4) + chain depth (u8) + split H (2).
+                Each element's high H bytes are coded against the base, its low W-H bytes
+                on their own. payload = u32 length of HI, HI, LO: HI is a planes payload
+                (width H) of zz = zigzag((top - base_top) mod 2**(8H)), top being the high H
+                bytes of an element read as an integer; LO is a planes payload (width W-H)
+                of the low bytes. The low mantissa bytes of floats are close to random:
+                coding them against a base gains nothing, and keeping them out of the
+                delta means that decoding an old version reads only the small HI parts of
+                the newer versions its chain goes through, not their whole objects.
+
 PLANES params may carry a second byte, `skip`: that many leading bytes are stored
 raw before the planes, to align elements in a chunk cut at an arbitrary offset.
 """
@@ -37,10 +47,11 @@ import zstandard
 from ckptvc.errors import CorruptObjectError
 from ckptvc.objects import envelope
 
-RAW, ZSTD, PLANES, XOR_PLANES, SUB_PLANES = 0, 1, 2, 3, 4
+RAW, ZSTD, PLANES, XOR_PLANES, SUB_PLANES, SPLIT_SUB = 0, 1, 2, 3, 4, 5
 DELTA_CODECS = envelope.DELTA_CODECS
-assert DELTA_CODECS == (XOR_PLANES, SUB_PLANES)
-CODEC_NAMES = {RAW: "raw", ZSTD: "zstd", PLANES: "planes", XOR_PLANES: "xor", SUB_PLANES: "sub"}
+assert DELTA_CODECS == (XOR_PLANES, SUB_PLANES, SPLIT_SUB)
+CODEC_NAMES = {RAW: "raw", ZSTD: "zstd", PLANES: "planes", XOR_PLANES: "xor", SUB_PLANES: "sub", SPLIT_SUB: "split"}
+SPLIT_WIDTH, SPLIT_HIGH = 4, 2  # float32-sized elements: the top 16 bits against the base
 
 _PLANE_RAW, _PLANE_ZSTD = 0, 1
 _PLANE_HEAD = struct.Struct("<BI")
@@ -325,11 +336,141 @@ def encode_delta(raw: Buffer, base_raw: Buffer, base_id: str, base_depth: int,
     return best
 
 
+# ---------------------------------------------------------------- split deltas
+
+_U32 = struct.Struct("<I")
+
+
+def top16(raw: Buffer) -> np.ndarray:
+    """The high 16 bits of each little-endian 32-bit element."""
+    return (np.frombuffer(raw, dtype=np.uint8).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def _zigzag16(d: np.ndarray) -> np.ndarray:
+    return (d << 1) ^ (d.view(np.int16) >> 15).view(np.uint16)
+
+
+def _unzigzag16_add(zz: np.ndarray, base_top: np.ndarray) -> np.ndarray:
+    d = (zz >> 1) ^ np.negative(zz & np.uint16(1))
+    d += base_top
+    return d
+
+
+def planes_table(payload: Buffer, width: int, where: str) -> list[tuple[int, int, int]]:
+    """(mode, data offset, data length) of each plane of a planes payload."""
+    out, off = [], 0
+    view = memoryview(payload)
+    for _ in range(width):
+        if off + _PLANE_HEAD.size > len(view):
+            raise CorruptObjectError(f"{where}: truncated plane header")
+        mode, length = _PLANE_HEAD.unpack_from(view, off)
+        off += _PLANE_HEAD.size
+        if off + length > len(view):
+            raise CorruptObjectError(f"{where}: truncated plane data")
+        out.append((mode, off, length))
+        off += length
+    return out
+
+
+def _plane_bytes(view: memoryview, mode: int, n: int, where: str) -> np.ndarray:
+    if mode == _PLANE_RAW:
+        plane = view
+    elif mode == _PLANE_ZSTD:
+        try:
+            plane = _decompressor().decompress(view, max_output_size=n)
+        except zstandard.ZstdError as exc:
+            raise CorruptObjectError(f"{where}: bad zstd plane: {exc}") from exc
+    else:
+        raise CorruptObjectError(f"{where}: unknown plane mode {mode}")
+    if len(plane) != n:
+        raise CorruptObjectError(f"{where}: plane size {len(plane)} != {n}")
+    return np.frombuffer(plane, dtype=np.uint8)
+
+
+def top16_of_planes(payload: Buffer, raw_size: int, where: str, first_plane: int = 0) -> np.ndarray:
+    """The high 16 bits of each element from a width-4 PLANES payload without decoding
+    its low planes. `payload` may start at plane `first_plane` (a partial read)."""
+    n = raw_size // 4
+    table = planes_table(payload, 4 - first_plane, where)
+    view = memoryview(payload)
+    lo = _plane_bytes(view[table[2 - first_plane][1]:][: table[2 - first_plane][2]], table[2 - first_plane][0], n,
+                      where)
+    hi = _plane_bytes(view[table[3 - first_plane][1]:][: table[3 - first_plane][2]], table[3 - first_plane][0], n,
+                      where)
+    out = np.empty(n, dtype=np.uint16)
+    grid = out.view(np.uint8).reshape(n, 2)
+    grid[:, 0] = lo
+    grid[:, 1] = hi
+    return out
+
+
+def split_hi_length(payload: Buffer, where: str) -> int:
+    if len(payload) < _U32.size:
+        raise CorruptObjectError(f"{where}: truncated split payload")
+    return _U32.unpack_from(payload, 0)[0]
+
+
+def split_top16(params: bytes, hi_payload: Buffer, raw_size: int, where: str, base_top: np.ndarray) -> np.ndarray:
+    """An element's top 16 bits from the HI part of a SPLIT_SUB payload and the base's."""
+    n = raw_size // 4
+    if len(base_top) != n:
+        raise CorruptObjectError(f"{where}: delta base has the wrong size")
+    zz = decode_planes_payload(memoryview(hi_payload), n * 2, 2, where).view(np.uint16)
+    return _unzigzag16_add(zz, base_top)
+
+
+def encode_split(lo_part: Buffer | None, raw: Buffer | None, own_top: np.ndarray, base_top: np.ndarray,
+                 base_id: str, base_depth: int, level: int) -> Encoded:
+    """SPLIT_SUB of an object against a base. The LO part is given as already coded
+    bytes (the low planes of the object's standalone PLANES form, byte for byte the
+    planes payload of its low 16 bits) or coded here from `raw`."""
+    level = min(level + DELTA_LEVEL_BONUS, 19)
+    zz = _zigzag16(own_top - base_top)
+    hi = encode_planes_parts(zz.view(np.uint8), 2, level, GIVE_UP_DELTA)
+    if lo_part is None:
+        lo16 = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 4)[:, :2]
+        lo = encode_planes_parts(np.ascontiguousarray(lo16).reshape(-1), 2, level, GIVE_UP_DELTA)
+    else:
+        lo = [lo_part]
+    params = bytes.fromhex(base_id) + bytes([SPLIT_WIDTH, base_depth + 1, SPLIT_HIGH])
+    return Encoded(SPLIT_SUB, params, (_U32.pack(sum(_nbytes(p) for p in hi)), *hi, *lo))
+
+
+def low_planes_part(payload: Buffer, raw_size: int, where: str) -> memoryview:
+    """The bytes of planes 0 and 1 (headers included) of a width-4 PLANES payload: the
+    planes payload, width 2, of the elements' low 16 bits."""
+    table = planes_table(payload, 4, where)
+    mode, off, length = table[1]
+    del mode
+    return memoryview(payload)[: off + length]
+
+
+def _decode_split(params: bytes, payload: memoryview, raw_size: int, where: str,
+                  base_top: Callable[[str], np.ndarray]) -> memoryview:
+    if len(params) != 35 or params[32] != SPLIT_WIDTH or params[34] != SPLIT_HIGH or raw_size % SPLIT_WIDTH:
+        raise CorruptObjectError(f"{where}: bad split params")
+    n = raw_size // 4
+    hi_len = split_hi_length(payload, where)
+    if _U32.size + hi_len > len(payload):
+        raise CorruptObjectError(f"{where}: truncated split payload")
+    top = split_top16(params, payload[_U32.size : _U32.size + hi_len], raw_size, where, base_top(params[:32].hex()))
+    lo = decode_planes_payload(payload[_U32.size + hi_len :], n * 2, 2, where)
+    out = np.empty(raw_size, dtype=np.uint8)
+    grid = out.reshape(n, 4)
+    grid[:, :2] = lo.reshape(n, 2)
+    grid[:, 2:] = top.view(np.uint8).reshape(n, 2)
+    return memoryview(out)
+
+
 def decode(codec: int, params: bytes, payload: memoryview, raw_size: int, where: str,
-           get_base: Callable[[str], Buffer]) -> memoryview:
+           get_base: Callable[[str], Buffer], get_base_top: Callable[[str], np.ndarray] | None = None) -> memoryview:
     """Raw content of an object, as a read-only-agnostic memoryview of raw_size bytes.
-    `get_base` returns a base object's raw content."""
+    `get_base` returns a base object's raw content; `get_base_top`, when given, only
+    the high 16 bits of its elements (all that a SPLIT_SUB object needs of its base)."""
     payload = memoryview(payload)
+    if codec == SPLIT_SUB:
+        return _decode_split(params, payload, raw_size, where,
+                             get_base_top or (lambda base: top16(_sized(get_base(base), raw_size, where))))
     if codec == RAW:
         if len(payload) != raw_size:
             raise CorruptObjectError(f"{where}: raw payload size mismatch")
@@ -352,7 +493,7 @@ def decode(codec: int, params: bytes, payload: memoryview, raw_size: int, where:
         out[:skip] = np.frombuffer(payload[:skip], dtype=np.uint8)
         decode_planes_into(payload[skip:], out[skip:], params[0], where)
         return memoryview(out)
-    if codec in DELTA_CODECS:
+    if codec in (XOR_PLANES, SUB_PLANES):
         if len(params) != 34:
             raise CorruptObjectError(f"{where}: bad delta params")
         width = params[32]
@@ -366,3 +507,9 @@ def decode(codec: int, params: bytes, payload: memoryview, raw_size: int, where:
             raise CorruptObjectError(f"{where}: bad sub width {width}")
         return memoryview(_add(diff, base_raw, width))
     raise CorruptObjectError(f"{where}: unknown codec {codec}")
+
+
+def _sized(buf: Buffer, raw_size: int, where: str) -> Buffer:
+    if _nbytes(buf) != raw_size:
+        raise CorruptObjectError(f"{where}: delta base has the wrong size")
+    return buf

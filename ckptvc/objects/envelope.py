@@ -42,20 +42,20 @@ class Envelope:
 
 # Codec ids whose params start with a 32-byte base id, then width, then chain depth
 # (see codecs.py). Kept here so header-only readers need not import the codecs.
-DELTA_CODECS = (3, 4)
-DELTA_PARAMS_LEN = 34
+DELTA_CODECS = (3, 4, 5)
+DELTA_PARAMS_LEN = {3: 34, 4: 34, 5: 35}
 
 
 def delta_base(codec: int, params: bytes) -> str | None:
     """The id of the object a stored object depends on, if any."""
-    if codec in DELTA_CODECS and len(params) == DELTA_PARAMS_LEN:
+    if codec in DELTA_CODECS and len(params) == DELTA_PARAMS_LEN[codec]:
         return params[:32].hex()
     return None
 
 
 def chain_depth(codec: int, params: bytes) -> int:
     """How many delta bases a decode of this object reads (0 for standalone)."""
-    if codec in DELTA_CODECS and len(params) == DELTA_PARAMS_LEN:
+    if codec in DELTA_CODECS and len(params) == DELTA_PARAMS_LEN[codec]:
         return params[33]
     return 0
 

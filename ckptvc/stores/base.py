@@ -43,6 +43,12 @@ class Store(ABC):
         restore streams through it): stores with a page cache may drop it after."""
         return self.read(key)
 
+    def read_range(self, key: str, offset: int, length: int | None) -> bytes:
+        """`length` bytes of a value from `offset` (to the end when None; fewer at the
+        end of the value); raises KeyError when absent."""
+        data = self.read(key)
+        return data[offset:] if length is None else data[offset : offset + length]
+
     def prefetch(self, key: str) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Hint that `key` will be read soon (stores with a page cache start reading it)."""
 

@@ -139,6 +139,15 @@ class LocalStore(Store):
         finally:
             os.close(fd)
 
+    def read_range(self, key: str, offset: int, length: int | None) -> bytes:
+        fd = self._open(key)
+        try:
+            if length is None:
+                length = max(os.fstat(fd).st_size - offset, 0)
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
     def prefetch(self, key: str) -> None:
         # WILLNEED starts asynchronous readahead of the whole file: with a few of these
         # in flight the disk works on the next objects while the current one decodes.
