@@ -28,6 +28,7 @@ tune_allocator()
 
 # How many chunks ahead of the writer the prefetcher may start reads.
 PREFETCH_AHEAD = 24
+PREFETCH_THREADS = 4
 
 
 class _Prefetcher:
@@ -42,11 +43,14 @@ class _Prefetcher:
         self.thread.start()
 
     def _run(self, objdb: ObjectDB, entry: FileEntry) -> None:
-        for chunk in entry.chunks:
-            self.budget.acquire()
-            if self.stopped:
-                return
-            objdb.prefetch_chain(chunk.id)
+        # a chain is walked header by header (each a small read that waits for the
+        # disk): several chains at once keep the disk's queue full
+        with ThreadPoolExecutor(max_workers=PREFETCH_THREADS) as pool:
+            for chunk in entry.chunks:
+                self.budget.acquire()
+                if self.stopped:
+                    return
+                pool.submit(objdb.prefetch_chain, chunk.id)
 
     def advance(self) -> None:
         self.budget.release()

@@ -351,9 +351,13 @@ def _zigzag16(d: np.ndarray) -> np.ndarray:
 
 
 def _unzigzag16_add(zz: np.ndarray, base_top: np.ndarray) -> np.ndarray:
-    d = (zz >> 1) ^ np.negative(zz & np.uint16(1))
-    d += base_top
-    return d
+    """base_top + unzigzag(zz), computed in place in `zz` (a scratch array the caller owns)."""
+    sign = np.bitwise_and(zz, np.uint16(1))
+    np.negative(sign, out=sign)
+    np.right_shift(zz, np.uint16(1), out=zz)
+    np.bitwise_xor(zz, sign, out=zz)
+    np.add(zz, base_top, out=zz)
+    return zz
 
 
 def planes_table(payload: Buffer, width: int, where: str) -> list[tuple[int, int, int]]:

@@ -250,6 +250,10 @@ class ObjectDB:
                 raise
             return attempt(self.read_stored(oid, verify=True, skip_cache=True))
 
+    # the first read of an object whose high halves are wanted: its header, and for
+    # a split delta usually its whole HI part
+    _TOP_HEAD = 128 << 10
+
     def _top16(self, oid: str, depth: int, once: bool):
         """The high 16 bits of each 32-bit element of an object, unverified (for a
         caller that hashes what it builds from them), reading as little as it can:
@@ -264,43 +268,64 @@ class ObjectDB:
         key = object_key(oid)
         where = f"object {oid[:12]}"
         try:
-            head = self.cache.read_prefix(key, envelope.HEADER_SIZE + 64)
+            head = self.cache.read_prefix(key, self._TOP_HEAD)
         except KeyError:
             head = None  # not in the cache: read it through (from a remote)
         if head is not None:
             codec, raw_size, params, off = envelope.parse_header(head, where)
             if raw_size % 4 == 0 and codec == codecs.SPLIT_SUB and len(params) == 35:
-                hi_len = codecs.split_hi_length(self.cache.read_range(key, off, 4), where)
-                hi = self.cache.read_range(key, off + 4, hi_len)
+                hi_len = codecs.split_hi_length(head[off:off + 4], where)
+                hi = head[off + 4 : off + 4 + hi_len]
+                if len(hi) < hi_len:
+                    hi += self.cache.read_range(key, off + 4 + len(hi), hi_len - len(hi))
                 if len(hi) != hi_len:
                     raise CorruptObjectError(f"{where}: truncated split payload")
                 return codecs.split_top16(params, hi, raw_size, where, self._top16(params[:32].hex(), depth + 1, once))
             if raw_size % 4 == 0 and codec == codecs.PLANES and params == bytes([4]):
-                pos = off
-                for _ in range(2):  # skip the two low planes: read their headers only
-                    h = self.cache.read_range(key, pos, 5)
-                    if len(h) != 5:
-                        raise CorruptObjectError(f"{where}: truncated plane header")
-                    pos += 5 + int.from_bytes(h[1:5], "little")
+                pos = self._high_planes_offset(key, head, off, where)
                 return codecs.top16_of_planes(self.cache.read_range(key, pos, None), raw_size, where, first_plane=2)
         return codecs.top16(self._decode(oid, [], verify=False, once=once))
 
+    def _high_planes_offset(self, key: str, head: bytes, off: int, where: str) -> int:
+        """Where plane 2 of a width-4 planes object starts (the two low planes are skipped
+        by their headers)."""
+        pos = off
+        for _ in range(2):
+            h = head[pos : pos + 5]
+            if len(h) < 5:
+                h = self.cache.read_range(key, pos, 5)
+            if len(h) != 5:
+                raise CorruptObjectError(f"{where}: truncated plane header")
+            pos += 5 + int.from_bytes(h[1:5], "little")
+        return pos
+
     def prefetch_chain(self, oid: str, max_depth: int = 64) -> None:
-        """Start reading an object and its delta bases from the cache (a hint only:
-        errors are ignored, the real read checks everything). The bases of a split
-        delta are read in small parts, so only full-object chains are prefetched."""
+        """Start reading an object and what a decode of it reads of its delta bases:
+        whole bases, or only the parts that split deltas need (a hint only: errors end
+        it, the real reads check everything)."""
         from ckptvc.objects import codecs
 
+        whole = True
         for _ in range(max_depth):
             key = object_key(oid)
-            self.cache.prefetch(key)
             try:
-                info = info_of(self.cache.read_prefix(key, envelope.HEADER_SIZE + 64), oid)
+                head = self.cache.read_prefix(key, envelope.HEADER_SIZE + 64)
+                codec, raw_size, params, off = envelope.parse_header(head, oid)
+                if whole:
+                    self.cache.prefetch(key)
+                elif codec == codecs.SPLIT_SUB and len(head) >= off + 4:
+                    self.cache.prefetch(key, 0, off + 4 + int.from_bytes(head[off:off + 4], "little"))
+                elif codec == codecs.PLANES and params == bytes([4]):
+                    self.cache.prefetch(key, self._high_planes_offset(key, head, off, oid))
+                else:
+                    self.cache.prefetch(key)
             except (KeyError, CorruptObjectError, OSError):
                 return
-            if not info.base or info.codec == codecs.SPLIT_SUB:
+            base = envelope.delta_base(codec, params)
+            if not base:
                 return
-            oid = info.base
+            whole = whole and codec != codecs.SPLIT_SUB
+            oid = base
 
     def get_manifest(self, oid: str) -> Manifest:
         return Manifest.from_bytes(bytes(self.get_raw(oid)), f"manifest {oid[:12]}")

@@ -49,8 +49,9 @@ class Store(ABC):
         data = self.read(key)
         return data[offset:] if length is None else data[offset : offset + length]
 
-    def prefetch(self, key: str) -> None:  # noqa: B027 - optional hook, a no-op by default
-        """Hint that `key` will be read soon (stores with a page cache start reading it)."""
+    def prefetch(self, key: str, offset: int = 0, length: int | None = None) -> None:  # noqa: B027
+        """Hint that (a range of) `key` will be read soon (stores with a page cache start
+        reading it). Optional: a no-op by default."""
 
     def read_prefix(self, key: str, length: int) -> bytes:
         """The first `length` bytes of a value (headers); raises KeyError when absent."""
