@@ -114,11 +114,13 @@ class LocalStore(Store):
         path = self._path(key)
         for _ in range(3):
             tmp = self._pending.get(key)
-            try:
-                return os.open(tmp or path, os.O_RDONLY)
-            except FileNotFoundError:
-                if tmp is None:
-                    raise KeyError(key) from None
+            for p in ((tmp, path) if tmp else (path,)):
+                try:
+                    return os.open(p, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+            if tmp is None:
+                raise KeyError(key)
         raise KeyError(key)
 
     def read(self, key: str) -> bytes:
@@ -263,21 +265,39 @@ class LocalStore(Store):
                 raise CkptvcError(f"{self.root}: cannot sync objects: {exc.strerror}") from exc
 
     def _publish_pending(self) -> None:
-        """fsync the pending temp files together, then rename them in write order."""
+        """fsync the pending temp files together, then rename them into place: first
+        the new keys, then (after their directories are synced) the replacements, so a
+        re-coded object never becomes durable before a new base it names."""
         with self._dirty_lock:
             batch = list(self._pending.items())
         if not batch:
             return
         _parallel(_fsync_path, [tmp for _, tmp in batch])
-        for key, tmp in batch:
-            path = self._path(key)
+        fresh = [(k, t) for k, t in batch if not self._path(k).exists()]
+        fresh_keys = {k for k, _ in fresh}
+        again = [(k, t) for k, t in batch if k not in fresh_keys]
+        _parallel(self._publish_one, fresh)
+        if again:
             with self._dirty_lock:
-                if self._pending.get(key) != tmp:
-                    continue  # superseded meanwhile: the newer value is published later
-                path.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, path)
+                dirty, self._dirty = self._dirty, set()
+            _parallel(fsync_dir, sorted(dirty))
+            _parallel(self._publish_one, again)
+
+    def _publish_one(self, item: tuple[str, Path]) -> None:
+        key, tmp = item
+        path = self._path(key)
+        with self._dirty_lock:
+            if self._pending.get(key) != tmp:
+                return  # superseded meanwhile: the newer value is published later
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError:
+            return  # superseded (and its temp file removed) between the check and here
+        with self._dirty_lock:
+            if self._pending.get(key) == tmp:
                 del self._pending[key]
-                self._dirty.add(path.parent)
+            self._dirty.add(path.parent)
 
     def close(self) -> None:
         self.sync()
@@ -309,11 +329,13 @@ class LocalStore(Store):
     def size(self, key: str) -> int | None:
         for _ in range(3):
             tmp = self._pending.get(key)
-            try:
-                return (tmp or self._path(key)).stat().st_size
-            except FileNotFoundError:
-                if tmp is None:
-                    return None
+            for p in ((tmp, self._path(key)) if tmp else (self._path(key),)):
+                try:
+                    return p.stat().st_size
+                except FileNotFoundError:
+                    continue
+            if tmp is None:
+                return None
         return None
 
     def clean_tmp(self, min_age_s: float = 3600) -> int:
