@@ -65,8 +65,13 @@ def _write_chunks(f, entry: FileEntry, read_chunk, jobs: int, progress: Progress
                   prefetcher: _Prefetcher | None = None) -> str:
     """Write the chunks in order; return the blake3 of what was written. The hash runs
     in its own thread, a chunk behind the writes (both release the GIL)."""
-    f.seek(0)
-    f.truncate()
+    if f.tell():
+        # a second pass over a partly written file. Never truncate a fresh one: ext4
+        # treats truncate-to-zero then write as a rewrite in place and, on close,
+        # allocates and starts writing back every block at once (measured: 0.11 s
+        # per 273 MB in the close of a restore)
+        f.seek(0)
+        f.truncate()
     hasher = blake3.blake3()
     try:
         with ThreadPoolExecutor(max_workers=1) as hashing:

@@ -176,7 +176,9 @@ def test_kill_during_add_leaves_a_usable_repository(workdir):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cache = workdir / ".ckptvc/cache"
     deadline = time.time() + 60
-    while time.time() < deadline and len(objects_in(cache)) < 20:
+    # objects wait in tmp/ until a batch is published: count both, so the kill lands
+    # mid-add whether or not a batch has been published yet
+    while time.time() < deadline and len(objects_in(cache)) + len(list((cache / "tmp").glob("*"))) < 20:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

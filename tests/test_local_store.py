@@ -47,3 +47,18 @@ def test_records_outside_objects_are_durable_at_once(tmp_path):
     store = LocalStore(tmp_path / "s").ensure()
     assert store.write("tags/v1", b"record", exclusive=True)
     assert LocalStore(tmp_path / "s").read("tags/v1") == b"record"
+
+
+def test_a_large_batch_is_published_without_waiting_for_sync(tmp_path, monkeypatch):
+    monkeypatch.setattr("ckptvc.stores.local.PUBLISH_EVERY_BYTES", 250)
+    store = LocalStore(tmp_path / "s").ensure()
+    other = LocalStore(tmp_path / "s")
+    keys = [f"objects/ab/{i:062d}" for i in range(5)]
+    for key in keys[:2]:
+        store.write(key, b"y" * 100)
+    assert not any(other.exists(k) for k in keys[:2])  # 200 bytes wait
+    store.write(keys[2], b"y" * 100)  # 300 >= 250: the batch is published
+    assert all(other.read(k) == b"y" * 100 for k in keys[:3])
+    store.write(keys[3], b"z" * 100)
+    assert not other.exists(keys[3])  # the count starts again
+    assert len(list((tmp_path / "s" / "tmp").iterdir())) == 1  # keys[3], still pending

@@ -26,6 +26,10 @@ from ckptvc.errors import CkptvcError, UserInputError
 from ckptvc.stores.base import Data, Store
 
 TMP_DIR = "tmp"
+# Publish a batch once this many bytes wait unpublished: an add of a checkpoint of
+# hundreds of GB then makes progress a kill does not lose, and its temp files never
+# hold more than this much disk that a crash would leave for clean_tmp.
+PUBLISH_EVERY_BYTES = 1 << 30
 
 
 def _check_key(key: str) -> None:
@@ -92,6 +96,7 @@ class LocalStore(Store):
         self._dirty_lock = threading.Lock()
         # key -> temp file holding its value, written but not yet fsynced and renamed
         self._pending: dict[str, Path] = {}
+        self._pending_bytes = 0
         self._sync_lock = threading.Lock()
 
     def ensure(self) -> LocalStore:
@@ -202,6 +207,7 @@ class LocalStore(Store):
                     else:
                         f.write(data)
                     f.flush()
+                    size = f.tell()
                     if not batched:
                         os.fsync(f.fileno())
                 if batched:
@@ -210,6 +216,14 @@ class LocalStore(Store):
                             return False  # another thread of this process wrote it first
                         old, self._pending[key] = self._pending.pop(key, None), tmp
                         tmp = old  # a value superseded before it was synced is dropped
+                        self._pending_bytes += size
+                        due = self._pending_bytes >= PUBLISH_EVERY_BYTES
+                        if due:
+                            self._pending_bytes = 0
+                    if due:
+                        # safe mid-ingest: a re-coded object is queued after the new
+                        # base it names, and a batch publishes new keys first
+                        self.sync()
                     return True
                 if exclusive:
                     # link() fails if the name exists: an atomic create-if-absent.
