@@ -239,6 +239,32 @@ def test_series_is_stored_smaller_than_standalone_and_latest_is_standalone(workd
     assert stored < 0.8 * raw
 
 
+def test_a_wrong_split_delta_is_refused_and_the_parent_kept(workdir, monkeypatch):
+    """Re-coding a parent checks the part it codes anew: an encoder that gets the
+    HI part wrong stops the add, and the parent version still restores."""
+    from ckptvc.errors import CkptvcError
+    from ckptvc.objects import codecs
+
+    series = training_series(2, scale=8)
+    write_safetensors(workdir / "m.safetensors", series[0])
+    v1 = (workdir / "m.safetensors").read_bytes()
+    with Repo.open(workdir) as repo:
+        repo.add([workdir / "m.safetensors"])
+        repo.commit("v1")
+    real = codecs.encode_split
+
+    def off_by_one(lo_part, raw, own_top, base_top, *rest):
+        return real(lo_part, raw, own_top + np.uint16(1), base_top, *rest)
+
+    write_safetensors(workdir / "m.safetensors", series[1])
+    with monkeypatch.context() as patched:
+        patched.setattr(codecs, "encode_split", off_by_one)
+        with Repo.open(workdir) as repo, pytest.raises(CkptvcError, match="failed its check"):
+            repo.add([workdir / "m.safetensors"])
+    (workdir / "m.safetensors").write_bytes(v1)
+    _restore_and_compare(workdir, "m.safetensors", v1)
+
+
 def _max_chain(db: ObjectDB, oid: str) -> int:
     n = 0
     while (base := db.info(oid).base) is not None:

@@ -62,3 +62,41 @@ def test_a_large_batch_is_published_without_waiting_for_sync(tmp_path, monkeypat
     store.write(keys[3], b"z" * 100)
     assert not other.exists(keys[3])  # the count starts again
     assert len(list((tmp_path / "s" / "tmp").iterdir())) == 1  # keys[3], still pending
+
+
+def test_background_publication_publishes_early_and_reports_its_failure(tmp_path, monkeypatch):
+    import errno
+    import time
+
+    import pytest
+
+    from ckptvc.errors import CkptvcError
+
+    monkeypatch.setattr("ckptvc.stores.local.PUBLISH_EARLY_BYTES", 150)
+    store = LocalStore(tmp_path / "s").ensure()
+    other = LocalStore(tmp_path / "s")
+    keys = [f"objects/ab/{i:062d}" for i in range(4)]
+
+    def settle():
+        deadline = time.time() + 10
+        while store._publisher is not None and time.time() < deadline:
+            time.sleep(0.01)
+
+    store.write(keys[0], b"a" * 100)
+    store.write(keys[1], b"b" * 100)  # 200 >= 150: published in the background
+    settle()
+    assert other.read(keys[0]) == b"a" * 100 and other.read(keys[1]) == b"b" * 100
+
+    def disk_full(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("ckptvc.stores.local._fsync_path", disk_full)
+        store.write(keys[2], b"c" * 100)
+        store.write(keys[3], b"d" * 100)
+        settle()
+        assert not other.exists(keys[2])  # not durable, so not published
+        with pytest.raises(CkptvcError, match="no space left"):
+            store.sync()  # the background failure surfaces here
+    store.sync()  # the disk has room again: the batch is published
+    assert other.read(keys[2]) == b"c" * 100 and other.read(keys[3]) == b"d" * 100

@@ -440,6 +440,29 @@ def encode_split(lo_part: Buffer | None, raw: Buffer | None, own_top: np.ndarray
     return Encoded(SPLIT_SUB, params, (_U32.pack(sum(_nbytes(p) for p in hi)), *hi, *lo))
 
 
+def split_hi_decodes_to(enc: Encoded, own_top: np.ndarray, base_top: np.ndarray, where: str) -> bool:
+    """Whether the HI part of a SPLIT_SUB form decodes, against `base_top`, to
+    `own_top`. With a LO part copied byte for byte from a checked stored form, this
+    proves the whole new form without decoding and interleaving the LO part again."""
+    if enc.codec != SPLIT_SUB:
+        return False
+    hi_len = _U32.unpack(bytes(enc.parts[0]))[0]
+    hi: list[bytes] = []
+    got = 0
+    for part in enc.parts[1:]:
+        if got >= hi_len:
+            break
+        hi.append(bytes(part))
+        got += _nbytes(part)
+    if got != hi_len:
+        return False
+    try:
+        top = split_top16(enc.params, b"".join(hi), len(own_top) * 4, where, base_top)
+    except CorruptObjectError:
+        return False
+    return bool(np.array_equal(top, own_top))
+
+
 def low_planes_part(payload: Buffer, raw_size: int, where: str) -> memoryview:
     """The bytes of planes 0 and 1 (headers included) of a width-4 PLANES payload: the
     planes payload, width 2, of the elements' low 16 bits."""

@@ -26,9 +26,13 @@ from ckptvc.errors import CkptvcError, UserInputError
 from ckptvc.stores.base import Data, Store
 
 TMP_DIR = "tmp"
-# Publish a batch once this many bytes wait unpublished: an add of a checkpoint of
-# hundreds of GB then makes progress a kill does not lose, and its temp files never
-# hold more than this much disk that a crash would leave for clean_tmp.
+# Once this many bytes wait unpublished, a background thread publishes the batch
+# (fsync, rename): the disk writes them while the writer goes on coding, instead of
+# all at the end.
+PUBLISH_EARLY_BYTES = 64 << 20
+# ...and at this many the writer publishes itself (waiting for a background batch
+# first): an add of a checkpoint of hundreds of GB then makes progress a kill does
+# not lose, and its temp files never hold more disk than this for clean_tmp.
 PUBLISH_EVERY_BYTES = 1 << 30
 
 
@@ -98,6 +102,8 @@ class LocalStore(Store):
         self._pending: dict[str, Path] = {}
         self._pending_bytes = 0
         self._sync_lock = threading.Lock()
+        self._publisher: threading.Thread | None = None
+        self._publisher_error: CkptvcError | None = None
 
     def ensure(self) -> LocalStore:
         try:
@@ -218,12 +224,15 @@ class LocalStore(Store):
                         tmp = old  # a value superseded before it was synced is dropped
                         self._pending_bytes += size
                         due = self._pending_bytes >= PUBLISH_EVERY_BYTES
-                        if due:
-                            self._pending_bytes = 0
+                        early = self._pending_bytes >= PUBLISH_EARLY_BYTES and self._publisher is None
+                        if early:
+                            self._publisher = threading.Thread(target=self._publish_in_background, daemon=True)
+                    # safe mid-ingest: a re-coded object is queued after the new base it
+                    # names, and a batch publishes new keys first
                     if due:
-                        # safe mid-ingest: a re-coded object is queued after the new
-                        # base it names, and a batch publishes new keys first
                         self.sync()
+                    elif early:
+                        self._publisher.start()
                     return True
                 if exclusive:
                     # link() fails if the name exists: an atomic create-if-absent.
@@ -266,8 +275,20 @@ class LocalStore(Store):
             self._dirty.add(path.parent)
         return path.stat().st_size
 
+    def _publish_in_background(self) -> None:
+        try:
+            self.sync()
+        except CkptvcError as exc:
+            self._publisher_error = exc  # the next sync() raises it
+        finally:
+            with self._dirty_lock:
+                self._publisher = None
+
     def sync(self) -> None:
         with self._sync_lock:
+            failed, self._publisher_error = self._publisher_error, None
+            if failed is not None:
+                raise failed
             try:
                 self._publish_pending()
                 with self._dirty_lock:
@@ -284,6 +305,7 @@ class LocalStore(Store):
         re-coded object never becomes durable before a new base it names."""
         with self._dirty_lock:
             batch = list(self._pending.items())
+            self._pending_bytes = 0
         if not batch:
             return
         _parallel(_fsync_path, [tmp for _, tmp in batch])
