@@ -64,7 +64,7 @@ def test_a_large_batch_is_published_without_waiting_for_sync(tmp_path, monkeypat
     assert len(list((tmp_path / "s" / "tmp").iterdir())) == 1  # keys[3], still pending
 
 
-def test_background_publication_publishes_early_and_reports_its_failure(tmp_path, monkeypatch):
+def test_background_publication_publishes_early_and_a_failed_batch_stays_pending(tmp_path, monkeypatch):
     import errno
     import time
 
@@ -96,7 +96,31 @@ def test_background_publication_publishes_early_and_reports_its_failure(tmp_path
         store.write(keys[3], b"d" * 100)
         settle()
         assert not other.exists(keys[2])  # not durable, so not published
+        assert store.read(keys[2]) == b"c" * 100  # still pending, still readable here
         with pytest.raises(CkptvcError, match="no space left"):
-            store.sync()  # the background failure surfaces here
+            store.sync()  # the writer's own sync tries again and reports it
     store.sync()  # the disk has room again: the batch is published
     assert other.read(keys[2]) == b"c" * 100 and other.read(keys[3]) == b"d" * 100
+
+
+def test_a_directory_whose_fsync_failed_is_synced_again(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    from ckptvc.errors import CkptvcError
+
+    store = LocalStore(tmp_path / "s").ensure()
+    store.write(KEY, b"x" * 10)
+    synced = []
+
+    def failing(path):
+        raise OSError(errno.EIO, "Input/output error")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("ckptvc.stores.local.fsync_dir", failing)
+        with pytest.raises(CkptvcError, match="cannot sync"):
+            store.sync()
+    monkeypatch.setattr("ckptvc.stores.local.fsync_dir", synced.append)
+    store.sync()
+    assert tmp_path / "s" / "objects" / "ab" in synced  # the rename there is made durable

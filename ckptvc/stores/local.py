@@ -103,7 +103,6 @@ class LocalStore(Store):
         self._pending_bytes = 0
         self._sync_lock = threading.Lock()
         self._publisher: threading.Thread | None = None
-        self._publisher_error: CkptvcError | None = None
 
     def ensure(self) -> LocalStore:
         try:
@@ -276,28 +275,32 @@ class LocalStore(Store):
         return path.stat().st_size
 
     def _publish_in_background(self) -> None:
-        try:
+        # a failure here (disk full) leaves the batch pending and its directories
+        # dirty: the writer's own sync() does it again and reports what still fails
+        with contextlib.suppress(CkptvcError):
             self.sync()
-        except CkptvcError as exc:
-            self._publisher_error = exc  # the next sync() raises it
-        finally:
-            with self._dirty_lock:
-                self._publisher = None
+        with self._dirty_lock:
+            self._publisher = None
 
     def sync(self) -> None:
         with self._sync_lock:
-            failed, self._publisher_error = self._publisher_error, None
-            if failed is not None:
-                raise failed
             try:
                 self._publish_pending()
-                with self._dirty_lock:
-                    dirty, self._dirty = self._dirty, set()
-                _parallel(fsync_dir, sorted(dirty))
+                self._sync_dirty_dirs()
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
                     raise CkptvcError(f"{self.root}: no space left on device while syncing objects") from exc
                 raise CkptvcError(f"{self.root}: cannot sync objects: {exc.strerror}") from exc
+
+    def _sync_dirty_dirs(self) -> None:
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        try:
+            _parallel(fsync_dir, sorted(dirty))
+        except OSError:
+            with self._dirty_lock:
+                self._dirty |= dirty  # not known to be durable: the next sync retries
+            raise
 
     def _publish_pending(self) -> None:
         """fsync the pending temp files together, then rename them into place: first
@@ -314,9 +317,7 @@ class LocalStore(Store):
         again = [(k, t) for k, t in batch if k not in fresh_keys]
         _parallel(self._publish_one, fresh)
         if again:
-            with self._dirty_lock:
-                dirty, self._dirty = self._dirty, set()
-            _parallel(fsync_dir, sorted(dirty))
+            self._sync_dirty_dirs()
             _parallel(self._publish_one, again)
 
     def _publish_one(self, item: tuple[str, Path]) -> None:
