@@ -109,10 +109,15 @@ def push(db: ObjectDB, remote: Store, manifest_ids: Iterable[str], jobs: int,
         missing = db.missing(needed, remote)
         bases = copy_objects(db.cache, remote, missing, jobs, progress, "push objects", stats)
         # an object re-coded by a concurrent add between the closure and the copy
-        # names a base the closure did not see: send bases until none is missing
-        while wanted := db.missing(set(bases), remote):
+        # names a base the closure did not see: send bases until none is missing (the
+        # closure's own objects are known to be there: just sent, or found present)
+        there = set(needed)
+        while wanted := db.missing(set(bases) - there, remote):
+            there |= wanted
             bases = copy_objects(db.cache, remote, wanted, jobs, progress, "push objects", stats)
-        candidates = sorted((needed - missing) | ((recoded or set()) & (needed | _present(db, remote, recoded))))
+        # what the remote had before this push may have been re-coded smaller since;
+        # what this push just sent is the cache's current form
+        candidates = sorted((needed - missing) | _present(db, remote, (recoded or set()) - needed))
         smaller = _smaller_in_cache(db, remote, candidates)
         if smaller:
             bases = db.closure(set(smaller)) - set(smaller)

@@ -177,6 +177,30 @@ def test_exists_many_and_sizes_batch_round_trips(store):
     assert calls.ops == {"HeadObject": 3}  # few keys: HEADs, in parallel
 
 
+def test_presence_of_many_keys_costs_a_list_per_worker_on_a_sparse_remote(store):
+    # a fresh remote asked about everything a first push holds: one LIST per stretch
+    held = [okey(f"held{i}") for i in range(6)]
+    for k in held:
+        store.write(k, b"v")
+    asked = held + [okey(f"new{i}") for i in range(300)]
+    calls = Calls(store)
+    assert store.exists_many(asked) == set(held)
+    assert calls.ops.get("HeadObject", 0) == 0 and calls.total <= store._callers, calls.ops
+
+
+def test_presence_on_a_dense_remote_falls_back_to_heads(store):
+    # a remote far larger than the question: a LIST page decides one key, so the rest
+    # are HEADs, and the total stays near one round trip per key
+    store.list_page = 2
+    many = [key_in("cd", f"dense{i}") for i in range(60)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: store.write(k, b"vv"), many))
+    asked = sorted(many)[::3][:20] + [key_in("cd", f"absent{i}") for i in range(20)]
+    calls = Calls(store)
+    assert store.sizes(asked) == {k: 2 for k in asked if k in set(many)}
+    assert calls.total <= len(asked) + store._callers, calls.ops
+
+
 def test_list_pages_through_everything(store):
     store.list_page = 5
     keys = [okey(i) for i in range(23)] + ["tags/a", "tags/b"]

@@ -103,8 +103,12 @@ def test_s3_corrupt_object_found_by_fsck_and_repaired(s3_server, tmp_path, monke
 
 
 def test_s3_push_and_pull_through_faults_end_correct_or_clearly_failed(s3_server, tmp_path, monkeypatch):
+    # A request body damaged in transit is refused by a server that checks the checksum
+    # sent with it (S3, SeaweedFS); moto stores it anyway, so it gets no such damage
+    # (which request meets which fault depends on thread timing: it would be flaky)
+    corrupt = 0.04 if s3_server.verifies_checksums else 0.0
     with FaultProxy(s3_server.endpoint, seed=11, error_rate=0.08, drop_rate=0.04, drop_after_rate=0.04,
-                    truncate_rate=0.04, corrupt_rate=0.04, corrupt_response_rate=0.04, max_faults=60) as proxy:
+                    truncate_rate=0.04, corrupt_rate=corrupt, corrupt_response_rate=0.04, max_faults=60) as proxy:
         root, prefix = s3_work_tree(tmp_path, proxy.endpoint, monkeypatch)
         series = training_series(2)
         for k, t in enumerate(series):
@@ -143,4 +147,4 @@ def test_s3_push_and_pull_through_faults_end_correct_or_clearly_failed(s3_server
         from ckptvc.fsck import fsck
 
         report = fsck(repo, repo.remote_store("origin")[1], read_data=True)
-    assert report.ok, report.to_dict()
+    assert report.ok, json.dumps(report.to_dict())[:3000]

@@ -56,7 +56,7 @@ MAX_ATTEMPTS = 8  # botocore attempts per request (standard retry mode)
 STREAM_ATTEMPTS = 5  # GETs whose body breaks off mid-stream are issued again this often
 DIGEST_ATTEMPTS = 3  # uploads refused for a bad checksum (bytes damaged in transit) are resent
 READ_RESTARTS = 4  # a read whose object was replaced between its ranges starts over
-HEAD_GROUP_MAX = 2  # exists_many/sizes: up to this many keys of one directory: HEAD each
+HEAD_MANY_MAX = 8  # exists_many/sizes of at most this many keys: a HEAD each, in parallel
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 120
 
@@ -90,6 +90,18 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         if any(p in ("", ".", "..") for p in parts) or "\\" in prefix or any(ord(c) < 32 for c in prefix):
             raise UserInputError(f"remote URL {url!r}: invalid prefix {prefix!r}")
     return bucket, prefix
+
+
+def _stretches(keys: list[str], n: int) -> list[list[str]]:
+    """Sorted keys cut into at most n contiguous, non-empty stretches of near-equal size."""
+    n = max(1, min(n, len(keys)))
+    step, extra = divmod(len(keys), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + step + (i < extra)
+        out.append(keys[start:end])
+        start = end
+    return out
 
 
 def _check_key(key: str) -> None:
@@ -354,63 +366,56 @@ class S3Store(Store):
         return self._stat_many("sizes", keys)
 
     def _stat_many(self, op: str, keys: Iterable[str]) -> dict[str, int]:
-        """Sizes of the keys present, in few round trips: keys are grouped by directory
-        (objects/ab/); a directory asked for many keys is listed, from just before each
-        wanted key, skipping the stretches nobody asked about; a directory asked for
-        one or two keys gets HEADs. Groups run in parallel."""
+        """Sizes of the keys present, in few round trips. A handful of keys get HEADs in
+        parallel. More are sorted and cut into contiguous stretches, one per worker;
+        each stretch is decided by a LIST that starts just before its first undecided
+        key: one page decides every key it passes, so a remote that is sparse around
+        the keys (a fresh one, or one asked for most of what it holds) answers in one
+        LIST per stretch. Where a round of LISTs decides hardly more than one key each
+        (a remote far larger than the question), the rest get HEADs: never much more
+        than one round trip per key, whatever the remote holds."""
         wanted = {self._k(k): k for k in keys}
-        if not wanted:
-            return {}
-        groups: dict[str, list[str]] = {}
-        for s3key in wanted:
-            groups.setdefault(s3key.rpartition("/")[0], []).append(s3key)
-        tasks: list[tuple[str, list[str]]] = []
-        for directory, members in groups.items():
-            if len(members) <= HEAD_GROUP_MAX:
-                tasks.extend(("head", [m]) for m in members)
-            else:
-                tasks.append((directory, sorted(members)))
+        pending = sorted(wanted)
+        found: dict[str, int] = {}
+        while len(pending) > HEAD_MANY_MAX:
+            stretches = _stretches(pending, self._callers)
+            rounds = self._run(lambda s: self._list_stretch(op, s), stretches)
+            pending = [k for _, undecided in rounds for k in undecided]
+            for part, _ in rounds:
+                found.update(part)
+            decided = sum(len(s) for s in stretches) - len(pending)
+            if decided < 2 * len(stretches):
+                break  # about one key per LIST: HEADs cost less from here
 
-        def one(task: tuple[str, list[str]]) -> dict[str, int]:
-            kind, members = task
-            if kind == "head":
-                key = wanted[members[0]]
-                head = self._head(op, key)
-                return {} if head is None else {key: int(head["ContentLength"])}
-            return {wanted[k]: n for k, n in self._list_seek(op, kind, members).items()}
+        def head(s3key: str) -> tuple[str, int | None]:
+            got = self._head(op, wanted[s3key])
+            return s3key, None if got is None else int(got["ContentLength"])
 
-        out: dict[str, int] = {}
-        for part in (self._run(one, tasks) if len(tasks) > 1 else [one(tasks[0])]):
-            out.update(part)
-        return out
+        heads = self._run(head, pending) if len(pending) > 1 else [head(k) for k in pending]
+        found.update((k, n) for k, n in heads if n is not None)
+        return {wanted[k]: n for k, n in found.items()}
 
-    def _list_seek(self, op: str, directory: str, members: list[str]) -> dict[str, int]:
-        """{s3 key: size} for the sorted `members` of `directory` that exist. Each LIST
-        starts just before the next undecided key (StartAfter), so a request decides at
-        least one key and never re-reads a stretch: cost <= min(len(members), pages)."""
+    def _list_stretch(self, op: str, members: list[str]) -> tuple[dict[str, int], list[str]]:
+        """One LIST for the sorted `members`: ({s3 key: size} of those found, the members
+        it could not decide). It starts just before the first member, under the longest
+        prefix the members share, and decides every member up to the last key it
+        returned (all of them when the listing ended)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        prefix = f"{directory}/" if directory else ""
-        member_set = set(members)
-        found: dict[str, int] = {}
-        i = 0
-        while i < len(members):
-            try:
-                resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix,
-                                                   StartAfter=members[i][:-1], MaxKeys=self.list_page)
-            except (ClientError, BotoCoreError) as exc:
-                raise self._error(op, self._unk(prefix) if prefix else None, exc) from exc
-            contents = resp.get("Contents") or []
-            for obj in contents:
-                if obj["Key"] in member_set:
-                    found[obj["Key"]] = int(obj["Size"])
-            if not resp.get("IsTruncated") or not contents:
-                break
-            last = contents[-1]["Key"]
-            while i < len(members) and members[i] <= last:
-                i += 1
+        prefix = os.path.commonprefix([members[0], members[-1]])
+        try:
+            resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix,
+                                               StartAfter=members[0][:-1], MaxKeys=self.list_page)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(op, self._unk(members[0]), exc) from exc
         self._bucket_checked = True
-        return found
+        member_set = set(members)
+        contents = resp.get("Contents") or []
+        found = {o["Key"]: int(o["Size"]) for o in contents if o["Key"] in member_set}
+        if not resp.get("IsTruncated") or not contents:
+            return found, []
+        last = contents[-1]["Key"]
+        return found, [m for m in members if m > last]
 
     def list(self, prefix: str = "") -> Iterator[str]:
         from botocore.exceptions import BotoCoreError, ClientError
