@@ -712,7 +712,10 @@ class Repo:
 
     def pull(self, remote: str | None = None, rev: str | None = None, paths: list[str] | None = None,
              force: bool = False) -> CheckoutResult:
-        self.fetch(remote, rev, paths)
+        _, store = self.remote_store(remote)
+        if isinstance(store, LocalStore):
+            self.fetch(remote, rev, paths)
+        # else checkout streams what it restores from the remote, then fetches the rest
         return self.checkout(rev, paths, force=force, remote=remote)
 
     # ------------------------------------------------------------ checkout
@@ -776,15 +779,27 @@ class Repo:
         needed = sorted({p.manifest for p in targets.values()})
         missing = db.missing(needed)
         remote_name = remote or self.config.default_remote or None
+        streamed: dict[str, tuple[bytes, Manifest]] = {}
+        stream_from: Store | None = None
         if missing:
             if not remote_name:
                 raise MissingObjectError(
                     f"{len(missing)} artifact version(s) are not in the cache and no remote is set")
             _, store = self.remote_store(remote_name)
             self.cache.ensure()
-            transfer.fetch(db, store, missing, self._transfer_jobs(store), self.progress)
+            if isinstance(store, LocalStore):
+                transfer.fetch(db, store, missing, self._transfer_jobs(store), self.progress)
+            else:
+                # Over a network the objects stream in as the restore reaches them (read
+                # through into the cache, checked, several ahead of the decoders), so the
+                # download overlaps the decoding and writing; the fetch after the restore
+                # brings whatever is left and then stores the manifests
+                streamed = transfer.read_manifests(store, missing)
+                stream_from = store
         if remote_name:
             db = ObjectDB(self.cache, [self.remote_store(remote_name)[1]])
+            if stream_from is not None:
+                db.fetch_ahead_jobs = self._transfer_jobs(stream_from)
         out_root = Path(output).resolve() if output else self.root
         # decide everything before changing anything
         plan = []
@@ -815,7 +830,7 @@ class Repo:
             if action == "clean":
                 result.unchanged.append(path)
             else:
-                manifest = db.get_manifest(ptr.manifest)
+                manifest = streamed[ptr.manifest][1] if ptr.manifest in streamed else db.get_manifest(ptr.manifest)
                 self._restore_artifact(db, manifest, dest, path, restore_file, ptr.manifest)
                 result.restored.append(path)
             if path not in primary:
@@ -826,6 +841,9 @@ class Repo:
                     atomic_write_file(pf, ptr.to_bytes())
                 if output is None:
                     add_to_gitignore(self.root, dest)
+        if stream_from is not None:
+            transfer.fetch(ObjectDB(self.cache), stream_from, missing, self._transfer_jobs(stream_from),
+                           self.progress, manifests=streamed)
         for path, data in configs:
             dest = out_root / path
             if not dest.is_file() or dest.read_bytes() != data:

@@ -37,7 +37,9 @@ class _Prefetcher:
     leaves a disk idle between requests; a few more in flight keep it busy."""
 
     def __init__(self, objdb: ObjectDB, entry: FileEntry):
-        self.budget = threading.Semaphore(PREFETCH_AHEAD)
+        # streaming from a remote: more requests in flight, further ahead
+        self.threads = objdb.fetch_ahead_jobs or PREFETCH_THREADS
+        self.budget = threading.Semaphore(max(PREFETCH_AHEAD, 4 * self.threads))
         self.stopped = False
         self.thread = threading.Thread(target=self._run, args=(objdb, entry), daemon=True)
         self.thread.start()
@@ -45,7 +47,7 @@ class _Prefetcher:
     def _run(self, objdb: ObjectDB, entry: FileEntry) -> None:
         # a chain is walked header by header (each a small read that waits for the
         # disk): several chains at once keep the disk's queue full
-        with ThreadPoolExecutor(max_workers=PREFETCH_THREADS) as pool:
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
             for chunk in entry.chunks:
                 self.budget.acquire()
                 if self.stopped:
@@ -115,8 +117,9 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
         with open(tmp, "wb+") as f:
             try:
                 once = entry.size >= STREAM_MIN_BYTES
+                prefetch = once or objdb.fetch_ahead_jobs
                 digest = _write_chunks(f, entry, lambda c: objdb.get_raw(c.id, verify=False, once=once), jobs,
-                                       progress, task, _Prefetcher(objdb, entry) if once else None)
+                                       progress, task, _Prefetcher(objdb, entry) if prefetch else None)
             except CorruptObjectError:
                 digest = None
             if digest != entry.blake3:

@@ -146,23 +146,39 @@ def _smaller_in_cache(db: ObjectDB, remote: Store, oids: list[str]) -> list[str]
     return [o for k, o in keys.items() if k in local and k in there and local[k] < there[k]]
 
 
+def read_manifests(remote: Store, manifest_ids: Iterable[str]) -> dict[str, tuple[bytes, Manifest]]:
+    """Manifests read from a remote and checked against their ids, not stored: a
+    manifest enters the cache only after every object it needs (see fetch)."""
+    out = {}
+    for mid in sorted(set(manifest_ids)):
+        try:
+            data = remote.read(object_key(mid))
+        except KeyError:
+            raise MissingObjectError(f"manifest {mid[:12]} is not on remote {remote.url}") from None
+        except OSError as exc:
+            raise RemoteError(f"{remote.url}: fetch failed: {exc}") from exc
+        out[mid] = (data, decode_manifest_bytes(data, mid, f"{remote.url}: manifest {mid[:12]}"))
+    return out
+
+
 def fetch(db: ObjectDB, remote: Store, manifest_ids: Iterable[str], jobs: int,
-          progress: Progress = NULL_PROGRESS) -> TransferStats:
+          progress: Progress = NULL_PROGRESS, manifests: dict[str, tuple[bytes, Manifest]] | None = None
+          ) -> TransferStats:
+    """Bring what `manifest_ids` need into the cache, manifests last. `manifests`:
+    ones already read with read_manifests (a streaming pull), not read again."""
     stats = TransferStats()
     manifest_ids = sorted(set(manifest_ids))
     todo = db.missing(manifest_ids)
     stats.skipped = len(manifest_ids) - len(todo)
     if not todo:
         return stats
+    known = manifests or {}
+    read = read_manifests(remote, [m for m in todo if m not in known])
     fetched_manifests: dict[str, bytes] = {}
     chunks: set[str] = set()
     for mid in todo:
-        key = object_key(mid)
-        try:
-            data = remote.read(key)
-        except KeyError:
-            raise MissingObjectError(f"manifest {mid[:12]} is not on remote {remote.url}") from None
-        chunks |= decode_manifest_bytes(data, mid, f"{remote.url}: manifest {mid[:12]}").chunk_ids()
+        data, manifest = known[mid] if mid in known else read[mid]
+        chunks |= manifest.chunk_ids()
         fetched_manifests[mid] = data
     try:
         # the closure follows delta bases through what the cache already has and

@@ -148,3 +148,72 @@ def test_s3_push_and_pull_through_faults_end_correct_or_clearly_failed(s3_server
 
         report = fsck(repo, repo.remote_store("origin")[1], read_data=True)
     assert report.ok, json.dumps(report.to_dict())[:3000]
+
+
+def test_s3_pull_streams_each_object_once_and_leaves_a_complete_cache(s3_server, tmp_path, monkeypatch):
+    # pull from S3 reads objects through as the restore needs them: each one GET, then
+    # the cache holds the version (manifest last), so a checkout works with no remote
+    root, _ = s3_work_tree(tmp_path, s3_server.endpoint, monkeypatch)
+    series = training_series(3, scale=8)
+    for k, t in enumerate(series):
+        write_safetensors(root / "m.safetensors", t)
+        _cli("add", "m.safetensors")
+        _cli("commit", "-m", f"step {k}")
+    want = (root / "m.safetensors").read_bytes()
+    _cli("push", "--all-commits")
+    dest = clone(root, tmp_path / "clone")
+    os.chdir(dest)
+    with Repo.open(dest) as repo:
+        name, store = repo.remote_store()
+        gets: list[str] = []
+        store.client.meta.events.register(
+            "before-parameter-build.s3.GetObject", lambda params, **_: gets.append(params["Key"]))
+        repo.pull()
+        mid = repo.tracked()[0].pointer.manifest
+    assert (dest / "m.safetensors").read_bytes() == want
+    assert len(gets) == len(set(gets)), sorted(k for k in gets if gets.count(k) > 1)
+    from ckptvc.objects.objectdb import ObjectDB
+
+    with Repo.open(dest) as repo:
+        cache_db = ObjectDB(repo.cache)
+        assert cache_db.has(mid)
+        needed = cache_db.closure(cache_db.get_manifest(mid).chunk_ids())
+        assert not cache_db.missing(needed)
+    (dest / "m.safetensors").unlink()
+    with Repo.open(dest) as repo:
+        repo.config.remotes["origin"].options["endpoint_url"] = "http://127.0.0.1:9"  # nothing listens
+        repo.checkout()
+    assert (dest / "m.safetensors").read_bytes() == want
+
+
+def test_s3_pull_broken_off_keeps_no_manifest_and_the_next_pull_completes(s3_server, tmp_path, monkeypatch):
+    root, _ = s3_work_tree(tmp_path, s3_server.endpoint, monkeypatch)
+    write_safetensors(root / "m.safetensors", training_series(1, scale=8)[0])
+    _cli("add", "m.safetensors")
+    _cli("commit", "-m", "one")
+    want = (root / "m.safetensors").read_bytes()
+    _cli("push")
+    dest = clone(root, tmp_path / "clone")
+    os.chdir(dest)
+    from ckptvc.objects.objectdb import ObjectDB
+
+    with Repo.open(dest) as repo:
+        _, store = repo.remote_store()
+        seen = []
+
+        def fail_late(params, **_):
+            seen.append(params["Key"])
+            if len(seen) > 4:
+                from botocore.exceptions import EndpointConnectionError
+
+                raise EndpointConnectionError(endpoint_url=s3_server.endpoint)
+
+        store.client.meta.events.register("before-parameter-build.s3.GetObject", fail_late)
+        with pytest.raises(CkptvcError):
+            repo.pull()
+        mid = repo.tracked()[0].pointer.manifest
+        assert not ObjectDB(repo.cache).has(mid)  # a manifest in the cache means all its objects are
+    assert not (dest / "m.safetensors").exists()
+    with Repo.open(dest) as repo:
+        repo.pull()
+    assert (dest / "m.safetensors").read_bytes() == want

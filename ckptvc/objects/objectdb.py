@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ckptvc.errors import CorruptObjectError, MissingObjectError
+from ckptvc.errors import CkptvcError, CorruptObjectError, MissingObjectError
 from ckptvc.ids import hash_bytes, is_valid_id
 from ckptvc.objects import envelope
 from ckptvc.objects.manifest import Manifest
@@ -104,6 +104,12 @@ class ObjectDB:
         self.cache = cache
         self.remotes = list(remotes)
         self._raw = _RawCache(raw_cache_bytes)
+        # > 0: a restore's prefetcher reads objects missing from the cache through from
+        # the remotes, this many at once, ahead of the decoders (a streaming pull)
+        self.fetch_ahead_jobs = 0
+        # objects being read through from a remote: one reader fetches, others wait
+        self._inflight: dict[str, threading.Event] = {}
+        self._inflight_lock = threading.Lock()
 
     # ------------------------------------------------------------ presence
 
@@ -162,18 +168,56 @@ class ObjectDB:
         a streaming reader that will not come back for it (see Store.read_once)."""
         key = object_key(oid)
         errors: list[str] = []
-        if not skip_cache:
-            try:
-                data = self.cache.read_once(key) if once else self.cache.read(key)
-                if verify:
-                    check_envelope(data, f"{self.cache.url}: object {oid[:12]}")
-                return data
-            except KeyError:
-                pass
-            except CorruptObjectError as exc:
-                if not self.remotes:
-                    raise
-                errors.append(str(exc))
+        claim = None
+        try:
+            if not skip_cache:
+                data = self._read_cached(oid, key, verify, once, errors)
+                if data is not None:
+                    return data
+                if not errors and self.remotes:
+                    # another thread may have read it through since the miss, or be doing
+                    # so now (then this waits for it): look in the cache again either way
+                    claim = self._claim(oid)
+                    data = self._read_cached(oid, key, verify, once, errors)
+                    if data is not None:
+                        return data
+            return self._read_remotes(oid, key, errors, skip_cache)
+        finally:
+            self._release(oid, claim)
+
+    def _release(self, oid: str, claim: threading.Event | None) -> None:
+        if claim is not None:
+            with self._inflight_lock:
+                del self._inflight[oid]
+            claim.set()
+
+    def _read_cached(self, oid: str, key: str, verify: bool, once: bool, errors: list[str]) -> bytes | None:
+        try:
+            data = self.cache.read_once(key) if once else self.cache.read(key)
+            if verify:
+                check_envelope(data, f"{self.cache.url}: object {oid[:12]}")
+            return data
+        except KeyError:
+            return None
+        except CorruptObjectError as exc:
+            if not self.remotes:
+                raise
+            errors.append(str(exc))
+            return None
+
+    def _claim(self, oid: str) -> threading.Event | None:
+        """The right to read `oid` through from a remote (an event to set when done), or
+        None after waiting for the thread that had it: one GET per object, however many
+        decoders and prefetchers want it at once."""
+        with self._inflight_lock:
+            busy = self._inflight.get(oid)
+            if busy is None:
+                claim = self._inflight[oid] = threading.Event()
+                return claim
+        busy.wait()
+        return None
+
+    def _read_remotes(self, oid: str, key: str, errors: list[str], skip_cache: bool) -> bytes:
         for remote in self.remotes:
             try:
                 data, _ = read_checked(remote, key, f"{remote.url}: object {oid[:12]}")
@@ -308,10 +352,20 @@ class ObjectDB:
         whole = True
         for _ in range(max_depth):
             key = object_key(oid)
+            fetched = False
             try:
-                head = self.cache.read_prefix(key, envelope.HEADER_SIZE + 64)
+                try:
+                    head = self.cache.read_prefix(key, envelope.HEADER_SIZE + 64)
+                except KeyError:
+                    if not (self.fetch_ahead_jobs and self.remotes):
+                        raise
+                    # a streaming pull: read it through into the cache now (checked)
+                    head = self.read_stored(oid)[: envelope.HEADER_SIZE + 64]
+                    fetched = True
                 codec, raw_size, params, off = envelope.parse_header(head, oid)
-                if whole:
+                if fetched:
+                    pass  # just written: its pages are in memory
+                elif whole:
                     self.cache.prefetch(key)
                 elif codec == codecs.SPLIT_SUB and len(head) >= off + 4:
                     self.cache.prefetch(key, 0, off + 4 + int.from_bytes(head[off:off + 4], "little"))
@@ -319,8 +373,8 @@ class ObjectDB:
                     self.cache.prefetch(key, self._high_planes_offset(key, head, off, oid))
                 else:
                     self.cache.prefetch(key)
-            except (KeyError, CorruptObjectError, OSError):
-                return
+            except (KeyError, CkptvcError, OSError):
+                return  # the decoder's own read reports it
             base = envelope.delta_base(codec, params)
             if not base:
                 return
