@@ -217,3 +217,33 @@ def test_s3_pull_broken_off_keeps_no_manifest_and_the_next_pull_completes(s3_ser
     with Repo.open(dest) as repo:
         repo.pull()
     assert (dest / "m.safetensors").read_bytes() == want
+
+
+def test_s3_pull_of_a_corrupt_remote_object_fails_cleanly(s3_server, tmp_path, monkeypatch):
+    # the streaming pull reads objects through into the cache: a damaged one must end the
+    # pull with one clear error, no workspace file, no manifest and no bad object cached
+    root, prefix = s3_work_tree(tmp_path, s3_server.endpoint, monkeypatch)
+    write_safetensors(root / "m.safetensors", training_series(1, scale=8)[0])
+    _cli("add", "m.safetensors")
+    _cli("commit", "-m", "one")
+    _cli("push")
+    client = s3_server.client()
+    victims = _remote_keys(s3_server, prefix)
+    victim = max(victims, key=lambda k: client.head_object(Bucket=BUCKET, Key=k)["ContentLength"])
+    data = bytearray(client.get_object(Bucket=BUCKET, Key=victim)["Body"].read())
+    data[len(data) // 2] ^= 0x08
+    client.put_object(Bucket=BUCKET, Key=victim, Body=bytes(data))
+    dest = clone(root, tmp_path / "clone")
+    os.chdir(dest)
+    r = _cli("pull", ok=False)
+    assert r.exit_code != 0 and len([ln for ln in r.output.splitlines() if ln.strip()]) == 1, r.output
+    assert "corrupt" in r.output or "checksum" in r.output, r.output
+    assert not (dest / "m.safetensors").exists()
+    assert not list(dest.glob(".m.safetensors.*"))  # no temp file left behind
+    from ckptvc.objects.objectdb import ObjectDB
+
+    with Repo.open(dest) as repo:
+        db = ObjectDB(repo.cache)
+        assert not db.has(repo.tracked()[0].pointer.manifest)
+        oid = victim.split("/objects/")[1].replace("/", "")
+        assert not db.has(oid)
