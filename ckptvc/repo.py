@@ -712,10 +712,8 @@ class Repo:
 
     def pull(self, remote: str | None = None, rev: str | None = None, paths: list[str] | None = None,
              force: bool = False) -> CheckoutResult:
-        _, store = self.remote_store(remote)
-        if isinstance(store, LocalStore):
-            self.fetch(remote, rev, paths)
-        # else checkout streams what it restores from the remote, then fetches the rest
+        self.remote_store(remote)  # a pull needs a remote even when nothing is missing
+        # checkout fetches what is missing (streaming it from a network remote)
         return self.checkout(rev, paths, force=force, remote=remote)
 
     # ------------------------------------------------------------ checkout
@@ -775,7 +773,7 @@ class Repo:
                         f"--with-code: the work tree has uncommitted changes ({', '.join(changed[:3])}{more}); "
                         "commit or stash them first")
         current = {t.path: t for t in self.tracked()} if rev is not None else {}
-        db = ObjectDB(self.cache)
+        db = cache_db = ObjectDB(self.cache)
         needed = sorted({p.manifest for p in targets.values()})
         missing = db.missing(needed)
         remote_name = remote or self.config.default_remote or None
@@ -842,8 +840,8 @@ class Repo:
                 if output is None:
                     add_to_gitignore(self.root, dest)
         if stream_from is not None:
-            transfer.fetch(ObjectDB(self.cache), stream_from, missing, self._transfer_jobs(stream_from),
-                           self.progress, manifests=streamed)
+            transfer.fetch(cache_db, stream_from, missing, self._transfer_jobs(stream_from), self.progress,
+                           manifests=streamed)
         for path, data in configs:
             dest = out_root / path
             if not dest.is_file() or dest.read_bytes() != data:

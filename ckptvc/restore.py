@@ -117,9 +117,9 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
         with open(tmp, "wb+") as f:
             try:
                 once = entry.size >= STREAM_MIN_BYTES
-                prefetch = once or objdb.fetch_ahead_jobs
+                prefetcher = _Prefetcher(objdb, entry) if once or objdb.fetch_ahead_jobs else None
                 digest = _write_chunks(f, entry, lambda c: objdb.get_raw(c.id, verify=False, once=once), jobs,
-                                       progress, task, _Prefetcher(objdb, entry) if prefetch else None)
+                                       progress, task, prefetcher)
             except CorruptObjectError:
                 digest = None
             if digest != entry.blake3:

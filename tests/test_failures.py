@@ -327,3 +327,57 @@ def test_kill_while_recoding_the_parent_loses_no_version(workdir):
     (workdir / "m.safetensors").unlink()
     subprocess.run(CKPTVC + ["checkout", "m.safetensors"], cwd=workdir, env=env, check=True, capture_output=True)
     assert (workdir / "m.safetensors").read_bytes() == v2
+
+
+class _SlowRemote(LocalStore):
+    """A remote whose reads take a while, and whose first `fail_first` reads fail."""
+
+    def __init__(self, root: Path, fail_first: int = 0):
+        super().__init__(root)
+        self.reads = 0
+        self.fail_first = fail_first
+
+    def read(self, key: str) -> bytes:
+        self.reads += 1
+        time.sleep(0.2)
+        if self.reads <= self.fail_first:
+            raise OSError("connection reset")
+        return super().read(key)
+
+
+def _remote_with_one_object(tmp_path: Path, fail_first: int = 0) -> tuple[_SlowRemote, str, bytes]:
+    remote = _SlowRemote(tmp_path / "remote", fail_first).ensure()
+    data = np.random.default_rng(3).standard_normal(50_000).astype(np.float32).tobytes()
+    oid = ObjectDB(remote).put_raw(data, 4)
+    remote.sync()
+    return remote, oid, data
+
+
+def test_readers_of_one_missing_object_share_one_download(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    remote, oid, data = _remote_with_one_object(tmp_path)
+    db = ObjectDB(LocalStore(tmp_path / "cache").ensure(), [remote])
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: db.read_stored(oid), range(4)))
+    assert remote.reads == 1
+    assert len(set(got)) == 1 and bytes(db.get_raw(oid)) == data
+    assert not db._inflight
+
+
+def test_a_failed_download_lets_a_waiting_reader_download_itself(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    remote, oid, data = _remote_with_one_object(tmp_path, fail_first=1)
+    db = ObjectDB(LocalStore(tmp_path / "cache").ensure(), [remote])
+
+    def read(_):
+        try:
+            return db.read_stored(oid)
+        except OSError:
+            return None
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(read, range(2)))
+    assert got.count(None) == 1 and remote.reads == 2  # the owner failed, the waiter read it again
+    assert bytes(db.get_raw(oid)) == data and not db._inflight

@@ -21,6 +21,7 @@ from conftest import clone, training_series, write_safetensors
 
 from ckptvc.cli.main import main
 from ckptvc.errors import CkptvcError
+from ckptvc.objects.objectdb import check_envelope
 from ckptvc.repo import Repo
 
 pytest.register_assert_rewrite("s3servers")
@@ -43,6 +44,32 @@ def _remote_keys(server, prefix: str) -> list[str]:
         if not page.get("IsTruncated"):
             return keys
         token = page["NextContinuationToken"]
+
+
+def _flip_a_byte(server, key: str) -> None:
+    """Damage a stored object in place, behind ckptvc's back (bit rot on the server)."""
+    client = server.client()
+    data = bytearray(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x08
+    client.put_object(Bucket=BUCKET, Key=key, Body=bytes(data))
+
+
+def _pushed_and_cloned(s3_server, tmp_path: Path, monkeypatch, versions: int = 1, chunk_size: int | None = None
+                       ) -> tuple[str, Path, bytes]:
+    """A work tree with `versions` checkpoints of m.safetensors committed and pushed, and
+    a fresh clone of it as the cwd. Returns (remote prefix, clone, latest content)."""
+    root, prefix = s3_work_tree(tmp_path, s3_server.endpoint, monkeypatch)
+    if chunk_size:
+        cfg = root / ".ckptvc" / "config.toml"
+        cfg.write_text(cfg.read_text().replace("chunk_size = 2097152", f"chunk_size = {chunk_size}"))
+    for k, t in enumerate(training_series(versions, scale=8)):
+        write_safetensors(root / "m.safetensors", t)
+        _cli("add", "m.safetensors")
+        _cli("commit", "-m", f"step {k}")
+    _cli("push", "--all-commits")
+    dest = clone(root, tmp_path / "clone")
+    os.chdir(dest)
+    return prefix, dest, (root / "m.safetensors").read_bytes()
 
 
 def _cli(*args: str, ok: bool = True):
@@ -73,7 +100,13 @@ def test_s3_push_killed_midway_resumes_with_only_what_is_missing(s3_server, tmp_
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "push finished before it could be killed"
-    landed = _remote_keys(s3_server, prefix)
+    # an upload the server had received in full may still land after the client died:
+    # count what landed once the listing stops changing
+    landed, settled = _remote_keys(s3_server, prefix), False
+    while not settled:
+        time.sleep(0.5)
+        again = _remote_keys(s3_server, prefix)
+        landed, settled = again, again == landed
     assert 0 < len(landed) < total
     assert not any(k.endswith(manifest[2:]) for k in landed)  # manifests go last
     done = subprocess.run(CKPTVC + ["push"], cwd=root, env=env, capture_output=True, text=True)
@@ -89,11 +122,8 @@ def test_s3_corrupt_object_found_by_fsck_and_repaired(s3_server, tmp_path, monke
         _cli("add", "m.safetensors")
         _cli("commit", "-m", f"step {k}")
     _cli("push", "--all-commits")
-    client = s3_server.client()
     victim = _remote_keys(s3_server, prefix)[0]
-    data = bytearray(client.get_object(Bucket=BUCKET, Key=victim)["Body"].read())
-    data[len(data) // 2] ^= 0x08
-    client.put_object(Bucket=BUCKET, Key=victim, Body=bytes(data))
+    _flip_a_byte(s3_server, victim)
     r = _cli("fsck", "-r", "origin", "--read-data", "--json", ok=False)
     doc = json.loads(r.output)
     assert r.exit_code == 1 and len(doc["corrupt"]) == 1 and victim.endswith(doc["corrupt"][0]["object"][2:])
@@ -153,18 +183,9 @@ def test_s3_push_and_pull_through_faults_end_correct_or_clearly_failed(s3_server
 def test_s3_pull_streams_each_object_once_and_leaves_a_complete_cache(s3_server, tmp_path, monkeypatch):
     # pull from S3 reads objects through as the restore needs them: each one GET, then
     # the cache holds the version (manifest last), so a checkout works with no remote
-    root, _ = s3_work_tree(tmp_path, s3_server.endpoint, monkeypatch)
-    series = training_series(3, scale=8)
-    for k, t in enumerate(series):
-        write_safetensors(root / "m.safetensors", t)
-        _cli("add", "m.safetensors")
-        _cli("commit", "-m", f"step {k}")
-    want = (root / "m.safetensors").read_bytes()
-    _cli("push", "--all-commits")
-    dest = clone(root, tmp_path / "clone")
-    os.chdir(dest)
+    _, dest, want = _pushed_and_cloned(s3_server, tmp_path, monkeypatch, versions=3)
     with Repo.open(dest) as repo:
-        name, store = repo.remote_store()
+        _, store = repo.remote_store()
         gets: list[str] = []
         store.client.meta.events.register(
             "before-parameter-build.s3.GetObject", lambda params, **_: gets.append(params["Key"]))
@@ -172,10 +193,8 @@ def test_s3_pull_streams_each_object_once_and_leaves_a_complete_cache(s3_server,
         mid = repo.tracked()[0].pointer.manifest
     assert (dest / "m.safetensors").read_bytes() == want
     assert len(gets) == len(set(gets)), sorted(k for k in gets if gets.count(k) > 1)
-    from ckptvc.objects.objectdb import ObjectDB
-
     with Repo.open(dest) as repo:
-        cache_db = ObjectDB(repo.cache)
+        cache_db = repo.objectdb(False)
         assert cache_db.has(mid)
         needed = cache_db.closure(cache_db.get_manifest(mid).chunk_ids())
         assert not cache_db.missing(needed)
@@ -187,16 +206,7 @@ def test_s3_pull_streams_each_object_once_and_leaves_a_complete_cache(s3_server,
 
 
 def test_s3_pull_broken_off_keeps_no_manifest_and_the_next_pull_completes(s3_server, tmp_path, monkeypatch):
-    root, _ = s3_work_tree(tmp_path, s3_server.endpoint, monkeypatch)
-    write_safetensors(root / "m.safetensors", training_series(1, scale=8)[0])
-    _cli("add", "m.safetensors")
-    _cli("commit", "-m", "one")
-    want = (root / "m.safetensors").read_bytes()
-    _cli("push")
-    dest = clone(root, tmp_path / "clone")
-    os.chdir(dest)
-    from ckptvc.objects.objectdb import ObjectDB
-
+    _, dest, want = _pushed_and_cloned(s3_server, tmp_path, monkeypatch)
     with Repo.open(dest) as repo:
         _, store = repo.remote_store()
         seen = []
@@ -212,9 +222,31 @@ def test_s3_pull_broken_off_keeps_no_manifest_and_the_next_pull_completes(s3_ser
         with pytest.raises(CkptvcError):
             repo.pull()
         mid = repo.tracked()[0].pointer.manifest
-        assert not ObjectDB(repo.cache).has(mid)  # a manifest in the cache means all its objects are
+        assert not repo.objectdb(False).has(mid)  # a manifest in the cache means all its objects are
     assert not (dest / "m.safetensors").exists()
     with Repo.open(dest) as repo:
+        repo.pull()
+    assert (dest / "m.safetensors").read_bytes() == want
+
+
+def test_s3_pull_killed_midway_leaves_whole_objects_and_the_next_pull_completes(s3_server, tmp_path,
+                                                                                monkeypatch):
+    _, dest, want = _pushed_and_cloned(s3_server, tmp_path, monkeypatch, chunk_size=65536)
+    tmp_dir = dest / ".ckptvc" / "cache" / "tmp"
+    proc = subprocess.Popen(CKPTVC + ["pull"], cwd=dest, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(tmp_dir.glob("*"))) < 5:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "pull finished before it could be killed"
+    assert not (dest / "m.safetensors").exists()
+    with Repo.open(dest) as repo:
+        db = repo.objectdb(False)
+        assert not db.has(repo.tracked()[0].pointer.manifest)
+        for key in repo.cache.list("objects/"):  # whatever was published is whole and right
+            check_envelope(repo.cache.read(key), key)
         repo.pull()
     assert (dest / "m.safetensors").read_bytes() == want
 
@@ -222,28 +254,17 @@ def test_s3_pull_broken_off_keeps_no_manifest_and_the_next_pull_completes(s3_ser
 def test_s3_pull_of_a_corrupt_remote_object_fails_cleanly(s3_server, tmp_path, monkeypatch):
     # the streaming pull reads objects through into the cache: a damaged one must end the
     # pull with one clear error, no workspace file, no manifest and no bad object cached
-    root, prefix = s3_work_tree(tmp_path, s3_server.endpoint, monkeypatch)
-    write_safetensors(root / "m.safetensors", training_series(1, scale=8)[0])
-    _cli("add", "m.safetensors")
-    _cli("commit", "-m", "one")
-    _cli("push")
+    prefix, dest, _ = _pushed_and_cloned(s3_server, tmp_path, monkeypatch)
     client = s3_server.client()
-    victims = _remote_keys(s3_server, prefix)
-    victim = max(victims, key=lambda k: client.head_object(Bucket=BUCKET, Key=k)["ContentLength"])
-    data = bytearray(client.get_object(Bucket=BUCKET, Key=victim)["Body"].read())
-    data[len(data) // 2] ^= 0x08
-    client.put_object(Bucket=BUCKET, Key=victim, Body=bytes(data))
-    dest = clone(root, tmp_path / "clone")
-    os.chdir(dest)
+    victim = max(_remote_keys(s3_server, prefix),
+                 key=lambda k: client.head_object(Bucket=BUCKET, Key=k)["ContentLength"])
+    _flip_a_byte(s3_server, victim)
     r = _cli("pull", ok=False)
     assert r.exit_code != 0 and len([ln for ln in r.output.splitlines() if ln.strip()]) == 1, r.output
     assert "corrupt" in r.output or "checksum" in r.output, r.output
     assert not (dest / "m.safetensors").exists()
     assert not list(dest.glob(".m.safetensors.*"))  # no temp file left behind
-    from ckptvc.objects.objectdb import ObjectDB
-
     with Repo.open(dest) as repo:
-        db = ObjectDB(repo.cache)
+        db = repo.objectdb(False)
         assert not db.has(repo.tracked()[0].pointer.manifest)
-        oid = victim.split("/objects/")[1].replace("/", "")
-        assert not db.has(oid)
+        assert not db.has(victim.split("/objects/")[1].replace("/", ""))

@@ -346,33 +346,29 @@ class ObjectDB:
     def prefetch_chain(self, oid: str, max_depth: int = 64) -> None:
         """Start reading an object and what a decode of it reads of its delta bases:
         whole bases, or only the parts that split deltas need (a hint only: errors end
-        it, the real reads check everything)."""
+        it, the real reads check everything). In a streaming pull (fetch_ahead_jobs),
+        objects missing from the cache are read through into it instead."""
         from ckptvc.objects import codecs
 
         whole = True
         for _ in range(max_depth):
             key = object_key(oid)
-            fetched = False
             try:
-                try:
-                    head = self.cache.read_prefix(key, envelope.HEADER_SIZE + 64)
-                except KeyError:
-                    if not (self.fetch_ahead_jobs and self.remotes):
-                        raise
-                    # a streaming pull: read it through into the cache now (checked)
+                if self.fetch_ahead_jobs and self.remotes and not self.cache.exists(key):
+                    # just written by the read: its pages are in memory, nothing to prefetch
                     head = self.read_stored(oid)[: envelope.HEADER_SIZE + 64]
-                    fetched = True
-                codec, raw_size, params, off = envelope.parse_header(head, oid)
-                if fetched:
-                    pass  # just written: its pages are in memory
-                elif whole:
-                    self.cache.prefetch(key)
-                elif codec == codecs.SPLIT_SUB and len(head) >= off + 4:
-                    self.cache.prefetch(key, 0, off + 4 + int.from_bytes(head[off:off + 4], "little"))
-                elif codec == codecs.PLANES and params == bytes([4]):
-                    self.cache.prefetch(key, self._high_planes_offset(key, head, off, oid))
+                    codec, _, params, _ = envelope.parse_header(head, oid)
                 else:
-                    self.cache.prefetch(key)
+                    head = self.cache.read_prefix(key, envelope.HEADER_SIZE + 64)
+                    codec, _, params, off = envelope.parse_header(head, oid)
+                    if whole:
+                        self.cache.prefetch(key)
+                    elif codec == codecs.SPLIT_SUB and len(head) >= off + 4:
+                        self.cache.prefetch(key, 0, off + 4 + int.from_bytes(head[off:off + 4], "little"))
+                    elif codec == codecs.PLANES and params == bytes([4]):
+                        self.cache.prefetch(key, self._high_planes_offset(key, head, off, oid))
+                    else:
+                        self.cache.prefetch(key)
             except (KeyError, CkptvcError, OSError):
                 return  # the decoder's own read reports it
             base = envelope.delta_base(codec, params)

@@ -388,21 +388,20 @@ class S3Store(Store):
         pending = sorted(wanted)
         found: dict[str, int] = {}
         while len(pending) > HEAD_MANY_MAX:
+            before = len(pending)
             stretches = _stretches(pending, self._callers)
             rounds = self._run(lambda s: self._list_stretch(op, s), stretches)
             pending = [k for _, undecided in rounds for k in undecided]
             for part, _ in rounds:
                 found.update(part)
-            decided = sum(len(s) for s in stretches) - len(pending)
-            if decided < 2 * len(stretches):
+            if before - len(pending) < 2 * len(stretches):
                 break  # about one key per LIST: HEADs cost less from here
 
         def head(s3key: str) -> tuple[str, int | None]:
             got = self._head(op, wanted[s3key])
             return s3key, None if got is None else int(got["ContentLength"])
 
-        heads = self._run(head, pending) if len(pending) > 1 else [head(k) for k in pending]
-        found.update((k, n) for k, n in heads if n is not None)
+        found.update((k, n) for k, n in self._run(head, pending) if n is not None)
         return {wanted[k]: n for k, n in found.items()}
 
     def _list_stretch(self, op: str, members: list[str]) -> tuple[dict[str, int], list[str]]:
