@@ -189,6 +189,30 @@ def test_commit_works_with_plain_git_add_too(workdir, cli):
     assert "/m.bin" in ignored
 
 
+def test_commit_stages_pointers_and_refuses_when_nothing_changed(workdir, cli):
+    from dulwich import porcelain
+
+    (workdir / "m.bin").write_bytes(b"x" * 100)
+    cli("add", "m.bin")
+    first = cli("commit", "-m", "one").output.strip()
+    result = cli("commit", "-m", "again", ok=False)
+    assert result.exit_code != 0 and "nothing to commit" in result.output
+    # a file staged with plain git is a change: it is committed along
+    (workdir / "notes.txt").write_text("lr 3e-4\n")
+    porcelain.add(str(workdir), paths=[str(workdir / "notes.txt")])
+    second = cli("commit", "-m", "notes").output.strip()
+    assert second != first
+    # a removed artifact's pointer is unstaged and the removal committed
+    (workdir / "m.bin.ckpt").unlink()
+    cli("commit", "-m", "drop m")
+    with Repo.open(workdir) as repo:
+        assert "m.bin" not in repo.pointers_at("HEAD")
+        assert "m.bin" in repo.pointers_at(second)
+        assert [e.message for e in repo.log()][:1] == ["one"]
+        head = repo.git.head()
+        assert repo.git.repo[head.tree][b"notes.txt"][1] is not None
+
+
 def test_status_reports_each_state(workdir, cli):
     for n in ("a", "b", "c"):
         (workdir / f"{n}.bin").write_bytes(n.encode() * 1000)

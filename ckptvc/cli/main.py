@@ -20,7 +20,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except CkptvcError as exc:
-            err.print(f"ckptvc: error: {exc}", markup=False)
+            err.line(f"ckptvc: error: {exc}")
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("ckptvc: interrupted; nothing partial was left behind (run the command again to resume)")
@@ -29,7 +29,7 @@ def handle_errors(fn):
             # disk full, permission denied, a file vanishing: the system's one line, no
             # traceback. Writes are atomic, so nothing half-written was left in place.
             where = exc.filename if exc.filename else "ckptvc"
-            err.print(f"ckptvc: error: {where}: {exc.strerror or exc}", markup=False)
+            err.line(f"ckptvc: error: {where}: {exc.strerror or exc}")
             sys.exit(1)
 
     return wrapper
@@ -106,11 +106,11 @@ def add(paths: tuple[str, ...], parent: str | None, dataset: str | None, tokeniz
         dt = time.perf_counter() - t0
     for r in results:
         if r.unchanged:
-            out.print(f"unchanged  {r.path}")
+            out.line(f"unchanged  {r.path}")
         else:
-            out.print(f"added      {r.path}  ({human(r.size)}, {human(r.new_bytes)} new in cache) -> {r.pointer_path}")
+            out.line(f"added      {r.path}  ({human(r.size)}, {human(r.new_bytes)} new in cache) -> {r.pointer_path}")
     if results and not all(r.unchanged for r in results):
-        out.print(f"[dim]{dt:.1f}s; next: ckptvc commit -m MSG[/dim]")
+        out.line(f"{dt:.1f}s; next: ckptvc commit -m MSG", style="dim")
 
 
 @main.command()
@@ -165,7 +165,7 @@ def commit(message: str) -> None:
     """
     with open_repo() as repo:
         sha = repo.commit(message)
-    out.print(sha)
+    out.line(sha)
 
 
 @main.command()

@@ -21,6 +21,17 @@ class _LazyConsole:
             self._console = Console(**self._kwargs)
         return getattr(self._console, name)
 
+    def line(self, text: str, style: str | None = None) -> None:
+        """One line, taken literally (no markup). Written without rich when the stream
+        is not a terminal: the commands a training script runs in a loop (add, commit)
+        then do not pay rich's import for one plain line."""
+        stream = sys.stderr if self._kwargs.get("stderr") else sys.stdout
+        if self._console is None and not stream.isatty():
+            stream.write(text + "\n")
+            stream.flush()
+            return
+        self.print(text, style=style, markup=False)
+
     @property
     def is_terminal(self) -> bool:
         stream = sys.stderr if self._kwargs.get("stderr") else sys.stdout
