@@ -67,17 +67,26 @@ DELTA_LEVEL_BONUS = 2
 _local = threading.local()
 
 
-def _compressor(level: int) -> zstandard.ZstdCompressor:
+# Byte planes have few repeats worth finding: zstd's hash tables sized for text (2**14
+# to 2**17 entries at levels 1-3) only miss the CPU caches. With 2**12 entries a plane
+# of float bytes codes 30% faster at level 3 and 5-10% at level 1, and no larger
+# (measured on MiniLM planes: 0.2-0.8% smaller). Plain zstd of unknown content keeps
+# the level's own tables.
+PLANE_TABLES_LOG = 12
+
+
+def _compressor(level: int, plane: bool = False) -> zstandard.ZstdCompressor:
     cache = getattr(_local, "cctx", None)
     if cache is None:
         cache = _local.cctx = {}
-    c = cache.get(level)
+    c = cache.get((level, plane))
     if c is None:
         # Byte planes of floats are skewed symbol streams with few real repeats: short
         # matches cost more than the literals they replace, so matches shorter than 7
         # bytes are not sought (measured: 1-2% smaller planes, and faster).
-        params = zstandard.ZstdCompressionParameters.from_level(level, min_match=7, write_content_size=True)
-        c = cache[level] = zstandard.ZstdCompressor(compression_params=params)
+        tables = {"hash_log": PLANE_TABLES_LOG, "chain_log": PLANE_TABLES_LOG} if plane else {}
+        params = zstandard.ZstdCompressionParameters.from_level(level, min_match=7, write_content_size=True, **tables)
+        c = cache[(level, plane)] = zstandard.ZstdCompressor(compression_params=params)
     return c
 
 
@@ -138,11 +147,12 @@ def _split_planes(raw: Buffer, width: int) -> tuple[list[np.ndarray], memoryview
     return [grouped[i] for i in range(width)], memoryview(arr[n * width :])
 
 
-def _compress_plane(plane: Buffer, level: int, give_up: float = GIVE_UP_STANDALONE) -> tuple[int, Buffer]:
+def _compress_plane(plane: Buffer, level: int, give_up: float = GIVE_UP_STANDALONE,
+                    is_plane: bool = True) -> tuple[int, Buffer]:
     size = _nbytes(plane)
     if not size:
         return _PLANE_RAW, b""
-    c = _compressor(level)
+    c = _compressor(level, is_plane)
     if size > 4 * _SAMPLE:
         sample = c.compress(memoryview(plane)[:_SAMPLE])
         if len(sample) > give_up * _SAMPLE:
@@ -160,7 +170,7 @@ def encode_planes_parts(raw: Buffer, width: int, level: int, give_up: float = GI
         planes, tail = _split_planes(raw, width)
     parts: list[Buffer] = []
     for plane in planes:
-        mode, data = _compress_plane(plane, level, give_up)
+        mode, data = _compress_plane(plane, level, give_up, is_plane=width > 1)
         parts.append(_PLANE_HEAD.pack(mode, _nbytes(data)))
         parts.append(data)
     if len(tail):
@@ -305,7 +315,7 @@ def _encode_planes(raw: Buffer, width: int, skip: int, level: int) -> Encoded:
 
 
 def _encode_zstd(raw: Buffer, level: int) -> Encoded:
-    kind, data = _compress_plane(raw, level)
+    kind, data = _compress_plane(raw, level, is_plane=False)
     return Encoded(ZSTD, b"", (data,)) if kind == _PLANE_ZSTD else Encoded(RAW, b"", (raw,))
 
 
