@@ -84,6 +84,30 @@ def test_dirty_code_is_recorded_but_ckptvc_files_do_not_count(workdir, cli):
     assert _ptr(workdir, "c.bin").meta["code"]["dirty"] is True
 
 
+def test_changed_paths_match_porcelain_status(workdir):
+    """The index walk that replaced porcelain.status (for speed) reports the same
+    tracked changes: staged adds, deletes and edits, unstaged edits; untracked files
+    never count."""
+    _commit_code(workdir)
+    (workdir / "lib.py").write_text("x = 1\n")
+    porcelain.add(str(workdir), paths=[str(workdir / "lib.py")])
+    porcelain.commit(str(workdir), message=b"lib", author=b"T <t@e>", committer=b"T <t@e>")
+    steps = [
+        lambda: None,
+        lambda: (workdir / "train.py").write_text("print(3)\n"),  # unstaged edit
+        lambda: porcelain.add(str(workdir), paths=[str(workdir / "train.py")]),  # staged edit
+        lambda: (workdir / "new.py").write_text("y = 2\n"),  # untracked: not a change
+        lambda: porcelain.add(str(workdir), paths=[str(workdir / "new.py")]),  # staged add
+        lambda: porcelain.remove(str(workdir), paths=[str(workdir / "lib.py")]),  # staged delete
+    ]
+    with ckptvc.Repo.open(workdir) as repo:
+        for step in steps:
+            step()
+            fast = md._changed_paths_from_index(repo.git)
+            assert fast == md._changed_paths_porcelain(repo.git)
+        assert {"train.py", "new.py", "lib.py"} <= set(md.changed_paths(repo.git))
+
+
 def test_gpu_and_cuda_facts_when_torch_is_loaded(workdir, monkeypatch):
     props = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", total_memory=85 << 30, major=9, minor=0)
     fake = types.SimpleNamespace(
