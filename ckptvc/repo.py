@@ -39,6 +39,10 @@ from ckptvc.workspace import TrackedArtifact, find_pointer_files, load_tracked
 
 CKPTVC_DIR = ".ckptvc"
 CONFIG_FILE = "config.toml"
+# A replaced workspace file left in .ckptvc/tmp/replaced by a killed checkout is
+# deleted by a later one once it is this old (a younger one may be in a running
+# checkout's hands).
+REPLACED_GRACE_S = 60
 _GITIGNORE_BODY = "/cache/\n/state/\n/tmp/\n/config.local.toml\n"
 
 
@@ -132,6 +136,7 @@ class Repo:
         self.progress = progress
         self.dir = self.root / CKPTVC_DIR
         self.cache = LocalStore(self.dir / "cache")
+        self._trash_swept = False
         self._state: StateDB | None = None
         self._remote_stores: dict[str, Store] = {}
         self.jobs = default_jobs(config.get_int("jobs"))
@@ -1004,19 +1009,37 @@ class Repo:
             fe = manifest.files[0]
             if dest.is_dir():
                 raise WorkspaceConflictError(f"{label}: is a directory in the workspace; remove it first")
-            restore_file(db, fe, dest, self.jobs, self.progress, label, self._fsync_checkout)
+            restore_file(db, fe, dest, self.jobs, self.progress, label, self._fsync_checkout, self._trash_dir())
             self._record_state(dest, fe, manifest_id)
             return
         if dest.exists() and not dest.is_dir():
             raise WorkspaceConflictError(f"{label}: is a file in the workspace; remove it first")
         for fe in manifest.files:
             fdest = dest / fe.path
-            restore_file(db, fe, fdest, self.jobs, self.progress, f"{label}/{fe.path}", self._fsync_checkout)
+            restore_file(db, fe, fdest, self.jobs, self.progress, f"{label}/{fe.path}", self._fsync_checkout,
+                         self._trash_dir())
             self._record_state(fdest, fe, manifest_id)
         wanted = {fe.path for fe in manifest.files}
         for fp, entry in self._files_of(dest):
             if entry not in wanted:
                 fp.unlink()  # content of the restored version only; unknown files were refused earlier
+
+    def _trash_dir(self) -> Path:
+        """Where replaced workspace files wait for their background delete. What a
+        killed process left there (the old content of a file it had replaced) goes
+        the first time a checkout needs the directory; a minute's grace leaves alone
+        what a concurrent checkout is still moving."""
+        trash = self.dir / "tmp" / "replaced"
+        if not self._trash_swept:
+            self._trash_swept = True
+            from ckptvc.restore import discard_later
+
+            with contextlib.suppress(FileNotFoundError):
+                for leftover in trash.iterdir():
+                    with contextlib.suppress(FileNotFoundError):
+                        if time.time() - leftover.lstat().st_ctime > REPLACED_GRACE_S:  # ctime: when it was moved here
+                            discard_later(leftover)
+        return trash
 
     def _record_state(self, dest: Path, fe: FileEntry, manifest: str | None = None) -> None:
         try:

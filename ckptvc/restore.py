@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -100,15 +101,76 @@ def _write_chunks(f, entry: FileEntry, read_chunk, jobs: int, progress: Progress
 STREAM_MIN_BYTES = 32 << 20
 
 
+_discarder: ThreadPoolExecutor | None = None
+_discarder_lock = threading.Lock()
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def discard_later(path: Path) -> None:
+    """Delete a file in the background. The worker is joined when the interpreter
+    exits, so nothing is left behind by a process that ends normally."""
+    global _discarder
+    with _discarder_lock:
+        if _discarder is None:
+            _discarder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckptvc-discard")
+        _discarder.submit(_unlink_quietly, path)
+
+
+def wait_for_discards() -> None:
+    """Block until every background delete has finished."""
+    global _discarder
+    with _discarder_lock:
+        pool, _discarder = _discarder, None
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
+def _put_in_place(tmp: Path, dest: Path, trash_dir: Path | None) -> None:
+    """Rename the finished temp file to `dest`. An existing file at `dest` is first
+    renamed into `trash_dir` and deleted in the background. Renaming straight over it
+    was slow twice on ext4: overwriting a name makes ext4 allocate and start writing
+    the new file's blocks at once (auto_da_alloc, its guard for programs that do not
+    fsync), which then tied the next fsync of any file (SQLite's, recording the
+    state) to that writeback, 0.3 s each per 273 MB here; and freeing the old file's
+    blocks (trimmed on a `discard` mount) took 0.03-0.2 s more in the foreground."""
+    if trash_dir is not None:
+        try:
+            st = os.lstat(dest)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            trash_dir.mkdir(parents=True, exist_ok=True)
+            aside = trash_dir / f"{uuid.uuid4().hex}.old"
+            try:
+                os.rename(dest, aside)
+            except OSError:
+                aside = None  # another file system (a restore outside the work tree): plain replace
+            if aside is not None:
+                try:
+                    os.rename(tmp, dest)
+                except BaseException:
+                    os.rename(aside, dest)  # keep the old content where it was
+                    raise
+                discard_later(aside)
+                return
+    os.replace(tmp, dest)
+
+
 def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progress: Progress = NULL_PROGRESS,
-                 label: str | None = None, fsync: bool = False) -> None:
+                 label: str | None = None, fsync: bool = False, trash_dir: Path | None = None) -> None:
     """Rebuild `entry` at `dest`. The file's blake3 is checked before it replaces
     anything; it covers every byte, so chunks are first decoded without hashing each
     one again. Only on a mismatch is the file rebuilt with every chunk (and every
     delta base) proven against its id, which names the corrupt object, or heals it
     from a remote that has a good copy. fsync=True makes the file durable before
     the rename (the workspace is a copy of verified objects: by default, as with
-    git and DVC, it is not)."""
+    git and DVC, it is not). `trash_dir` (on the same file system) receives the file
+    being replaced, to be deleted in the background; without it, it is replaced by
+    one rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.ckptvc-{uuid.uuid4().hex[:12]}.tmp"
     task = f"checkout {label or dest.name}"
@@ -130,7 +192,7 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
             if fsync:
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o755 if entry.executable else 0o644)
-        os.replace(tmp, dest)
+        _put_in_place(tmp, dest, trash_dir)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
