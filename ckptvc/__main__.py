@@ -1,5 +1,5 @@
 """`python -m ckptvc`: the command line."""
 
-from ckptvc.cli.main import main
+from ckptvc.cli.main import run
 
-main()
+run()
