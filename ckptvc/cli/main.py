@@ -23,7 +23,7 @@ def handle_errors(fn):
             err.line(f"ckptvc: error: {exc}")
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            err.print("ckptvc: interrupted; nothing partial was left behind (run the command again to resume)")
+            err.line("ckptvc: interrupted; nothing partial was left behind (run the command again to resume)")
             sys.exit(130)
         except OSError as exc:
             # disk full, permission denied, a file vanishing: the system's one line, no
@@ -67,10 +67,10 @@ def init(remote_url: str | None) -> None:
     from ckptvc.repo import Repo
 
     repo = Repo.init(".", remote_url)
-    out.print(f"Initialized ckptvc in {repo.dir}")
+    out.line(f"Initialized ckptvc in {repo.dir}")
     if repo.config.default_remote:
         rc = repo.config.remotes[repo.config.default_remote]
-        out.print(f"default remote: {rc.name} -> {rc.url}")
+        out.line(f"default remote: {rc.name} -> {rc.url}")
 
 
 @main.command()
@@ -131,7 +131,7 @@ def status(paths: tuple[str, ...], as_json: bool) -> None:
         print_json({"remote": remote, "artifacts": [r.to_dict() for r in rows]})
         return
     if not rows:
-        out.print("no tracked artifacts")
+        out.line("no tracked artifacts")
         return
     header = ("artifact", "workspace", "cache", f"remote ({remote})" if remote else "remote")
     cells = [(r.path, r.workspace, "yes" if r.in_cache else "missing",
@@ -207,14 +207,14 @@ def checkout(args: tuple[str, ...], rev: str | None, force: bool, remote: str | 
                     "reproduction": res.summary})
         return
     if res.code:
-        out.print(f"code       {res.code[:10]} checked out" + (f" under {output}" if output else " (detached HEAD)"))
+        out.line(f"code       {res.code[:10]} checked out" + (f" under {output}" if output else " (detached HEAD)"))
     for p in res.restored:
-        out.print(f"restored   {p}  (blake3 verified)" + ("  \\[input]" if p in res.inputs else ""))
+        out.line(f"restored   {p}  (blake3 verified)" + ("  [input]" if p in res.inputs else ""))
     for p in res.configs:
-        out.print(f"config     {p}  (blake3 verified)")
+        out.line(f"config     {p}  (blake3 verified)")
     for m in res.missing_inputs:
-        err.print(f"ckptvc: warning: input {m} is not in this repository's history; not restored", markup=False)
-    out.print(f"{len(res.restored)} restored, {len(res.unchanged)} already up to date"
+        err.line(f"ckptvc: warning: input {m} is not in this repository's history; not restored")
+    out.line(f"{len(res.restored)} restored, {len(res.unchanged)} already up to date"
               + (f" (as of {rev})" if rev else "") + f" in {dt:.1f}s")
     from ckptvc.cli.lineage_cmds import print_reproduction
 
@@ -255,7 +255,7 @@ def log(path: str | None, where: str | None, sort: str | None, limit: int | None
                      human(e.size), human(e.stored_bytes), *[fmt_value(lookup(rec, c)) for c in cols],
                      e.message.splitlines()[0] if e.message else ""])
     if not rows:
-        out.print("no artifact versions" + (" match" if where else ""))
+        out.line("no artifact versions" + (" match" if where else ""))
         return
     print_rows(["commit", "date", "artifact", "size", "stored", *cols, "message"], rows,
                right={3, 4, *range(5, 5 + len(cols))})
@@ -294,7 +294,7 @@ def remote_add(name: str, url: str, make_default: bool, endpoint_url: str | None
     with open_repo() as repo:
         repo.remote_add(name, url, default=make_default, options=options)
         default = repo.config.default_remote
-    out.print(f"remote {name} -> {url}" + (" (default)" if default == name else ""))
+    out.line(f"remote {name} -> {url}" + (" (default)" if default == name else ""))
 
 
 @remote.command("list")
@@ -314,7 +314,7 @@ def remote_list(as_json: bool) -> None:
         print_json({"remotes": rows})
         return
     for r in rows:
-        out.print(f"{r['name']}\t{r['url']}" + ("\t(default)" if r["default"] else ""), markup=False)
+        out.line(f"{r['name']}\t{r['url']}" + ("\t(default)" if r["default"] else ""))
 
 
 @remote.command("remove")
@@ -329,7 +329,7 @@ def remote_remove(name: str) -> None:
     """
     with open_repo() as repo:
         repo.remote_remove(name)
-    out.print(f"removed remote {name}")
+    out.line(f"removed remote {name}")
 
 
 @main.command()
@@ -348,7 +348,7 @@ def push(remote_name: str | None, all_commits: bool) -> None:
         t0 = time.perf_counter()
         name, stats = repo.push(remote_name, all_commits=all_commits)
         dt = time.perf_counter() - t0
-    out.print(f"pushed {stats.objects} objects ({human(stats.bytes)}) to {name} in {dt:.1f}s"
+    out.line(f"pushed {stats.objects} objects ({human(stats.bytes)}) to {name} in {dt:.1f}s"
               + (f"; {stats.skipped} artifact versions already there" if stats.skipped else ""))
 
 
@@ -369,7 +369,7 @@ def fetch(rev: str | None, remote_name: str | None, all_commits: bool) -> None:
         t0 = time.perf_counter()
         name, stats = repo.fetch(remote_name, rev, all_commits=all_commits)
         dt = time.perf_counter() - t0
-    out.print(f"fetched {stats.objects} objects ({human(stats.bytes)}) from {name} in {dt:.1f}s")
+    out.line(f"fetched {stats.objects} objects ({human(stats.bytes)}) from {name} in {dt:.1f}s")
 
 
 @main.command()
@@ -389,8 +389,8 @@ def pull(rev: str | None, remote_name: str | None, force: bool) -> None:
         res = repo.pull(remote_name, rev, force=force)
         dt = time.perf_counter() - t0
     for p in res.restored:
-        out.print(f"restored   {p}  (blake3 verified)")
-    out.print(f"{len(res.restored)} restored, {len(res.unchanged)} already up to date in {dt:.1f}s")
+        out.line(f"restored   {p}  (blake3 verified)")
+    out.line(f"{len(res.restored)} restored, {len(res.unchanged)} already up to date in {dt:.1f}s")
 
 
 @main.command()
