@@ -192,7 +192,9 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
             if fsync:
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o755 if entry.executable else 0o644)
-        _put_in_place(tmp, dest, trash_dir)
+        # fsync asked for durability: keep the one atomic rename (a crash between two
+        # renames could leave the path absent)
+        _put_in_place(tmp, dest, None if fsync else trash_dir)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

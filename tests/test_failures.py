@@ -303,6 +303,19 @@ def test_checkout_over_a_file_moves_it_aside_and_deletes_it(workdir, cli, monkey
     assert (workdir / "m.bin").read_bytes() == b"one" * 100_000
 
 
+def test_fsync_checkout_replaces_with_one_atomic_rename(workdir, cli, monkeypatch):
+    import ckptvc.restore as restore
+
+    first, second = commit_versions(cli, workdir, "m.bin", [b"one" * 100_000, b"two" * 100_000])
+    cfg = workdir / ".ckptvc" / "config.toml"
+    cfg.write_text(cfg.read_text().replace("fsync_checkout = false", "fsync_checkout = true"))
+    discarded = []
+    monkeypatch.setattr(restore, "discard_later", discarded.append)
+    cli("checkout", first)
+    assert (workdir / "m.bin").read_bytes() == b"one" * 100_000
+    assert discarded == []  # nothing moved aside: the path was never absent
+
+
 def test_failed_rename_into_place_puts_the_old_file_back(workdir, cli, monkeypatch):
     import errno
 
