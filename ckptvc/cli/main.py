@@ -446,9 +446,9 @@ def run() -> None:
     elif not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
-    from ckptvc.restore import wait_for_discards
-
-    wait_for_discards()
+    restore = sys.modules.get("ckptvc.restore")  # only a command that restored has deletes pending
+    if restore is not None:
+        restore.wait_for_discards()
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     if others:
         sys.exit(code)
