@@ -290,3 +290,19 @@ def test_delta_chain_bound_holds(workdir, bound):
     assert worst <= bound
     if bound:
         assert worst == bound  # deltas are actually used up to the bound
+
+
+def test_add_prefetches_the_parent_chunks_it_recodes(workdir, monkeypatch):
+    series = training_series(2)
+    path = workdir / "model.safetensors"
+    write_safetensors(path, series[0])
+    with Repo.open(workdir) as repo:
+        repo.add([path])
+        parent_ids = {c.id for c in repo.objectdb().get_manifest(repo.tracked()[0].pointer.manifest).files[0].chunks}
+    prefetched: list[str] = []
+    real = ObjectDB.prefetch
+    monkeypatch.setattr(ObjectDB, "prefetch", lambda self, oid: prefetched.append(oid) or real(self, oid))
+    write_safetensors(path, series[1])
+    with Repo.open(workdir) as repo:
+        repo.add([path])
+    assert prefetched and set(prefetched) <= parent_ids

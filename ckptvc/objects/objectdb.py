@@ -343,6 +343,13 @@ class ObjectDB:
             pos += 5 + int.from_bytes(h[1:5], "little")
         return pos
 
+    def prefetch(self, oid: str) -> None:
+        """Start reading a cached object in the background (a hint: nothing is checked
+        or reported here)."""
+        prefetch = getattr(self.cache, "prefetch", None)
+        if prefetch is not None:
+            prefetch(object_key(oid))
+
     def prefetch_chain(self, oid: str, max_depth: int = 64) -> None:
         """Start reading an object and what a decode of it reads of its delta bases:
         whole bases, or only the parts that split deltas need (a hint only: errors end
