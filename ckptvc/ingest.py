@@ -44,6 +44,35 @@ tune_allocator()
 _MIN_SAVING = 0.005
 
 
+class _LayoutGuess:
+    """The element width and alignment of an opaque file (no format understood),
+    learnt from probes of its content-defined chunks. A chunk takes the last probe's
+    answer, its skip derived from its own offset; every REPROBE_EVERY-th chunk is
+    probed again, so a file whose layout changes part way is followed. Probing every
+    chunk cost ~15% of coding it (2 GiB of float32: 0.77 of 5.3 CPU-s)."""
+
+    REPROBE_EVERY = 8
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._width = 0
+        self._phase = 0
+        self._count = 0
+
+    def layout(self, offset: int, data: bytes, level: int) -> tuple[int, int]:
+        with self._lock:
+            n, width, phase = self._count, self._width, self._phase
+            self._count += 1
+        if width > 1 and n % self.REPROBE_EVERY:
+            # only a byte-plane answer is reused: "plain zstd" may just mean the probed
+            # sample was a header, and the next chunk is probed as before
+            return width, (phase - offset) % width
+        width, skip = codecs.probe_layout(data, level)
+        with self._lock:
+            self._width, self._phase = width, (offset + skip) % width
+        return width, skip
+
+
 @dataclass(frozen=True)
 class StorePolicy:
     compression_level: int = 1
@@ -83,23 +112,21 @@ class Ingester:
     # ------------------------------------------------------------ one chunk
 
     def _store_chunk(self, spec: ChunkSpec, data: bytes, parent: ChunkRef | None,
-                     recode: bool) -> tuple[ChunkRef, int, int]:
+                     recode: bool, guess: _LayoutGuess) -> tuple[ChunkRef, int, int]:
         """(ref, bytes written, bytes saved by re-coding the parent chunk)."""
         oid = hash_bytes(data)
         db = self.objdb
         level = self.policy.compression_level
         width, skip = spec.width, 0
+        if width == 0 and data:
+            width, skip = guess.layout(spec.offset, data, level)
         written = 0
         if not db.has(oid):
-            if width == 0:
-                width, skip = codecs.probe_layout(data, level)
             enc = codecs.encode_standalone(data, width, level, skip)
             db.put_encoded(oid, enc, len(data))
             written = envelope.HEADER_SIZE + enc.size
         saved = 0
         if recode and parent is not None and parent.size == len(data) and parent.id != oid and data:
-            if width == 0:
-                width, _ = codecs.probe_layout(data, level)
             saved = self._recode_parent(parent.id, oid, data, max(width, 1))
         return ChunkRef(oid, len(data), spec.label), written, saved
 
@@ -190,7 +217,9 @@ class Ingester:
         recoded: list[str] = []
         lock = self._cache_lock() if recode else contextlib.nullcontext()
         with lock:
-            work = ordered_map(lambda item: self._store_chunk(item[0], item[1], parents.get(item[0].label), recode),
+            guess = _LayoutGuess()
+            work = ordered_map(lambda item: self._store_chunk(item[0], item[1], parents.get(item[0].label), recode,
+                                                              guess),
                                feed(), self.policy.jobs, window=self.policy.jobs * 2)
             for ref, written, saved in work:
                 chunks.append(ref)

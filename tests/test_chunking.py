@@ -29,3 +29,33 @@ def test_streamed_cdc_equals_whole_buffer_cdc(tmp_path, seed, size, repeat):
     whole = [(c.offset, c.length) for c in FastCDC(avg_size=avg).cut_buf(data)] if data else []
     assert [(s.offset, s.length) for s, _ in chunks] == whole
     os.unlink(path)
+
+
+def test_opaque_float_file_is_probed_once_per_few_chunks_and_round_trips(workdir, monkeypatch):
+    import numpy as np
+
+    from ckptvc.objects import codecs
+    from ckptvc.repo import Repo
+
+    rng = np.random.default_rng(7)
+    floats = rng.normal(0, 0.02, 3 << 20).astype(np.float32).tobytes()  # 12 MiB
+    data = b"header of unknown format\n" * 7 + floats  # elements not aligned to the file start
+    path = workdir / "weights.bin"
+    path.write_bytes(data)
+    probes = []
+    real = codecs.probe_layout
+    monkeypatch.setattr(codecs, "probe_layout", lambda raw, level: probes.append(1) or real(raw, level))
+    with Repo.open(workdir) as repo:
+        repo.config.core["chunk_size"] = 256 << 10
+        repo.add([path])
+        entry = repo.objectdb().get_manifest(repo.tracked()[0].pointer.manifest).files[0]
+    assert len(entry.chunks) > 16
+    assert len(probes) < len(entry.chunks) / 2  # reused, not one probe per chunk
+    from ckptvc.objects.objectdb import object_key
+
+    stored = sum(repo.cache.size(object_key(c.id)) for c in entry.chunks)
+    assert 0.5 * len(data) < stored < 0.95 * len(data)  # byte planes were used: plain zstd barely shrinks floats
+    path.unlink()
+    with Repo.open(workdir) as repo:
+        repo.checkout(paths=["weights.bin"])
+    assert path.read_bytes() == data
