@@ -198,18 +198,14 @@ class GitRepo:
         return sha.decode()
 
     def staged_changes(self) -> bool:
-        """Whether the index differs from HEAD's tree."""
+        """Whether the index differs from HEAD's tree (compared entry by entry, as
+        `git status` does: nothing is written to the object store). An index with
+        unmerged paths (a merge in progress) is refused, as `git commit` refuses it."""
         index = self.repo.open_index()
-        try:
-            tree = index.commit(self.repo.object_store)
-        except Exception as exc:  # dulwich's UnmergedEntries: a merge is in progress
-            if exc.__class__.__name__ == "UnmergedEntries":
-                raise UserInputError("the git index has unmerged paths: finish the merge first") from None
-            raise
+        if index.has_conflicts():
+            raise UserInputError("the git index has unmerged paths: finish the merge first")
         head = self.head()
-        if head is None:
-            return len(index) > 0
-        return tree != head.tree
+        return any(True for _ in index.changes_from_tree(self.repo.object_store, head.tree if head else None))
 
 
 def add_to_gitignore(root: Path, artifact: Path) -> Path:

@@ -117,16 +117,17 @@ class Ingester:
         oid = hash_bytes(data)
         db = self.objdb
         level = self.policy.compression_level
+        store = not db.has(oid)
+        recode_parent = bool(recode and parent is not None and parent.size == len(data) and parent.id != oid and data)
         width, skip = spec.width, 0
-        if width == 0 and data:
+        if width == 0 and data and (store or recode_parent):  # a chunk stored already needs no layout
             width, skip = guess.layout(spec.offset, data, level)
-        written = 0
-        if not db.has(oid):
+        written = saved = 0
+        if store:
             enc = codecs.encode_standalone(data, width, level, skip)
             db.put_encoded(oid, enc, len(data))
             written = envelope.HEADER_SIZE + enc.size
-        saved = 0
-        if recode and parent is not None and parent.size == len(data) and parent.id != oid and data:
+        if recode_parent:
             saved = self._recode_parent(parent.id, oid, data, max(width, 1))
         return ChunkRef(oid, len(data), spec.label), written, saved
 

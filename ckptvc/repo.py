@@ -34,7 +34,7 @@ from ckptvc.progress import NULL_PROGRESS, Progress
 from ckptvc.state import FileStamp, StateDB
 from ckptvc.stores.base import Store
 from ckptvc.stores.factory import open_store
-from ckptvc.stores.local import LocalStore, atomic_write_file
+from ckptvc.stores.local import LocalStore, atomic_write_file, stale_files
 from ckptvc.workspace import TrackedArtifact, find_pointer_files, load_tracked
 
 CKPTVC_DIR = ".ckptvc"
@@ -1034,11 +1034,8 @@ class Repo:
             self._trash_swept = True
             from ckptvc.restore import discard_later
 
-            with contextlib.suppress(FileNotFoundError):
-                for leftover in trash.iterdir():
-                    with contextlib.suppress(FileNotFoundError):
-                        if time.time() - leftover.lstat().st_ctime > REPLACED_GRACE_S:  # ctime: when it was moved here
-                            discard_later(leftover)
+            for leftover in stale_files(trash, REPLACED_GRACE_S, moved=True):
+                discard_later(leftover)
         return trash
 
     def _record_state(self, dest: Path, fe: FileEntry, manifest: str | None = None) -> None:

@@ -129,6 +129,23 @@ def wait_for_discards() -> None:
         pool.shutdown(wait=True)
 
 
+def _move_aside(dest: Path, trash_dir: Path) -> Path | None:
+    """Rename the file at `dest` into `trash_dir`; None when there is none to move, or it
+    cannot be moved there (another file system)."""
+    try:
+        if stat.S_ISDIR(os.lstat(dest).st_mode):
+            return None
+    except FileNotFoundError:
+        return None
+    trash_dir.mkdir(parents=True, exist_ok=True)
+    aside = trash_dir / f"{uuid.uuid4().hex}.old"
+    try:
+        os.rename(dest, aside)
+    except OSError:
+        return None
+    return aside
+
+
 def _put_in_place(tmp: Path, dest: Path, trash_dir: Path | None) -> None:
     """Rename the finished temp file to `dest`. An existing file at `dest` is first
     renamed into `trash_dir` and deleted in the background. Renaming straight over it
@@ -137,27 +154,16 @@ def _put_in_place(tmp: Path, dest: Path, trash_dir: Path | None) -> None:
     fsync), which then tied the next fsync of any file (SQLite's, recording the
     state) to that writeback, 0.3 s each per 273 MB here; and freeing the old file's
     blocks (trimmed on a `discard` mount) took 0.03-0.2 s more in the foreground."""
-    if trash_dir is not None:
-        try:
-            st = os.lstat(dest)
-        except FileNotFoundError:
-            st = None
-        if st is not None and not stat.S_ISDIR(st.st_mode):
-            trash_dir.mkdir(parents=True, exist_ok=True)
-            aside = trash_dir / f"{uuid.uuid4().hex}.old"
-            try:
-                os.rename(dest, aside)
-            except OSError:
-                aside = None  # another file system (a restore outside the work tree): plain replace
-            if aside is not None:
-                try:
-                    os.rename(tmp, dest)
-                except BaseException:
-                    os.rename(aside, dest)  # keep the old content where it was
-                    raise
-                discard_later(aside)
-                return
-    os.replace(tmp, dest)
+    aside = _move_aside(dest, trash_dir) if trash_dir is not None else None
+    if aside is None:
+        os.replace(tmp, dest)
+        return
+    try:
+        os.rename(tmp, dest)
+    except BaseException:
+        os.rename(aside, dest)  # keep the old content where it was
+        raise
+    discard_later(aside)
 
 
 def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progress: Progress = NULL_PROGRESS,

@@ -172,12 +172,12 @@ def fetch(db: ObjectDB, remote: Store, manifest_ids: Iterable[str], jobs: int,
     stats.skipped = len(manifest_ids) - len(todo)
     if not todo:
         return stats
-    known = manifests or {}
-    read = read_manifests(remote, [m for m in todo if m not in known])
+    known = dict(manifests or {})
+    known.update(read_manifests(remote, [m for m in todo if m not in known]))
     fetched_manifests: dict[str, bytes] = {}
     chunks: set[str] = set()
     for mid in todo:
-        data, manifest = known[mid] if mid in known else read[mid]
+        data, manifest = known[mid]
         chunks |= manifest.chunk_ids()
         fetched_manifests[mid] = data
     try:

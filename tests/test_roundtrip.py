@@ -213,6 +213,28 @@ def test_commit_stages_pointers_and_refuses_when_nothing_changed(workdir, cli):
         assert repo.git.repo[head.tree][b"notes.txt"][1] is not None
 
 
+def test_commit_with_unmerged_paths_is_refused_and_changes_nothing(workdir, cli):
+    from dulwich import porcelain
+    from dulwich.index import ConflictedIndexEntry
+    from dulwich.repo import Repo as GitRepo
+
+    (workdir / "notes.txt").write_text("lr 3e-4\n")
+    porcelain.add(str(workdir), paths=[str(workdir / "notes.txt")])
+    (workdir / "m.bin").write_bytes(b"x" * 100)
+    cli("add", "m.bin")
+    head = cli("commit", "-m", "one").output.strip()
+    (workdir / "m.bin").write_bytes(b"y" * 100)
+    cli("add", "m.bin")
+    git = GitRepo(str(workdir))
+    index = git.open_index()
+    entry = index[b"notes.txt"]
+    index[b"notes.txt"] = ConflictedIndexEntry(ancestor=entry, this=entry, other=entry)  # a merge in progress
+    index.write()
+    r = cli("commit", "-m", "two", ok=False)
+    assert r.exit_code == 2 and "unmerged paths" in r.output and "Traceback" not in r.output
+    assert git.head().decode() == head
+
+
 def test_status_reports_each_state(workdir, cli):
     for n in ("a", "b", "c"):
         (workdir / f"{n}.bin").write_bytes(n.encode() * 1000)

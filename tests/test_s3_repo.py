@@ -268,3 +268,17 @@ def test_s3_pull_of_a_corrupt_remote_object_fails_cleanly(s3_server, tmp_path, m
         db = repo.objectdb(False)
         assert not db.has(repo.tracked()[0].pointer.manifest)
         assert not db.has(victim.split("/objects/")[1].replace("/", ""))
+
+
+def test_s3_pull_of_a_corrupt_remote_manifest_changes_nothing(s3_server, tmp_path, monkeypatch):
+    # a streaming pull reads the manifests before anything else: a damaged one ends the
+    # pull with one clear error before any object is read or any file written
+    prefix, dest, _ = _pushed_and_cloned(s3_server, tmp_path, monkeypatch)
+    with Repo.open(dest) as repo:
+        mid = repo.tracked()[0].pointer.manifest
+    _flip_a_byte(s3_server, f"{prefix}/objects/{mid[:2]}/{mid[2:]}")
+    r = _cli("pull", ok=False)
+    assert r.exit_code != 0 and len([ln for ln in r.output.splitlines() if ln.strip()]) == 1, r.output
+    assert mid[:12] in r.output, r.output
+    assert not (dest / "m.safetensors").exists()
+    assert not list((dest / ".ckptvc" / "cache" / "objects").rglob("*"))  # nothing was read through

@@ -215,7 +215,7 @@ def checkout(args: tuple[str, ...], rev: str | None, force: bool, remote: str | 
     for m in res.missing_inputs:
         err.line(f"ckptvc: warning: input {m} is not in this repository's history; not restored")
     out.line(f"{len(res.restored)} restored, {len(res.unchanged)} already up to date"
-              + (f" (as of {rev})" if rev else "") + f" in {dt:.1f}s")
+             + (f" (as of {rev})" if rev else "") + f" in {dt:.1f}s")
     from ckptvc.cli.lineage_cmds import print_reproduction
 
     print_reproduction(res.summary)
@@ -349,7 +349,7 @@ def push(remote_name: str | None, all_commits: bool) -> None:
         name, stats = repo.push(remote_name, all_commits=all_commits)
         dt = time.perf_counter() - t0
     out.line(f"pushed {stats.objects} objects ({human(stats.bytes)}) to {name} in {dt:.1f}s"
-              + (f"; {stats.skipped} artifact versions already there" if stats.skipped else ""))
+             + (f"; {stats.skipped} artifact versions already there" if stats.skipped else ""))
 
 
 @main.command()

@@ -346,9 +346,7 @@ class ObjectDB:
     def prefetch(self, oid: str) -> None:
         """Start reading a cached object in the background (a hint: nothing is checked
         or reported here)."""
-        prefetch = getattr(self.cache, "prefetch", None)
-        if prefetch is not None:
-            prefetch(object_key(oid))
+        self.cache.prefetch(object_key(oid))
 
     def prefetch_chain(self, oid: str, max_depth: int = 64) -> None:
         """Start reading an object and what a decode of it reads of its delta bases:

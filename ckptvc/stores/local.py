@@ -18,6 +18,7 @@ import contextlib
 import errno
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,21 @@ def _check_key(key: str) -> None:
         raise UserInputError(f"invalid store key {key!r}")
     if parts[0] == TMP_DIR:
         raise UserInputError(f"invalid store key {key!r}: tmp/ is reserved")
+
+
+def stale_files(directory: Path, min_age_s: float, moved: bool = False) -> list[Path]:
+    """The files in `directory` (none if it is missing) older than `min_age_s`: by their
+    last write, or with moved=True by their last change of name (a rename sets ctime,
+    not mtime), for files renamed there whose content is older than their stay."""
+    cutoff = time.time() - min_age_s
+    out = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for p in directory.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                st = p.lstat()
+                if (st.st_ctime if moved else st.st_mtime) < cutoff:
+                    out.append(p)
+    return out
 
 
 def fsync_dir(path: Path) -> None:
@@ -378,15 +394,9 @@ class LocalStore(Store):
     def clean_tmp(self, min_age_s: float = 3600) -> int:
         """Remove temp files that interrupted writes (a kill, a crash) left behind.
         Only old ones: a younger file may belong to a writer still running."""
-        import time
-
         n = 0
-        cutoff = time.time() - min_age_s
-        tmp_dir = self.root / TMP_DIR
-        if tmp_dir.is_dir():
-            for p in tmp_dir.iterdir():
-                with contextlib.suppress(FileNotFoundError):
-                    if p.stat().st_mtime < cutoff:
-                        p.unlink()
-                        n += 1
+        for p in stale_files(self.root / TMP_DIR, min_age_s):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
         return n
