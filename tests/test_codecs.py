@@ -40,6 +40,21 @@ def test_planes_with_skip_and_odd_tails(data, skip):
     assert _decode(enc, len(data)) == data
 
 
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(min_size=0, max_size=3000), width=st.sampled_from([2, 3, 4, 8]))
+def test_plane_layout_is_the_stored_format(data, width):
+    # plane i holds byte i of every element, in order, then the tail: the layout old
+    # repositories were written with, whatever copy or shift produces it
+    planes, tail = codecs._split_planes(data, width)
+    n = len(data) // width
+    assert [p.tobytes() for p in planes] == [data[i : n * width : width] for i in range(width)]
+    assert bytes(tail) == data[n * width :]
+    out = np.empty(len(data), dtype=np.uint8)
+    codecs.decode_planes_into(memoryview(b"".join(bytes(p) for p in codecs.encode_planes_parts(data, width, 1))),
+                              out, width, "test")
+    assert out.tobytes() == data
+
+
 def test_special_float_values_survive():
     vals = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 3.4e38, 1.17e-38],
                     dtype=np.float32)
