@@ -436,6 +436,12 @@ def run() -> None:
     import os
     import threading
 
+    if "numpy" not in sys.modules:
+        # ckptvc calls no BLAS routine, but OpenBLAS starts a thread per core when
+        # numpy loads and spins it for a while: ~0.1 CPU-s taken from the coders per
+        # command on 2 cores. Only the command line does this; a training script
+        # that imports ckptvc keeps its own BLAS settings.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         main()
         code = 0
