@@ -18,6 +18,7 @@ from pathlib import Path
 import blake3
 
 from ckptvc.errors import CorruptObjectError
+from ckptvc.fileio import reserve
 from ckptvc.memory import tune_allocator
 from ckptvc.objects.manifest import FileEntry
 from ckptvc.objects.objectdb import ObjectDB
@@ -183,6 +184,8 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
     progress.start(task, entry.size)
     try:
         with open(tmp, "wb+") as f:
+            if entry.size >= STREAM_MIN_BYTES:
+                reserve(f.fileno(), entry.size, dest)
             try:
                 once = entry.size >= STREAM_MIN_BYTES
                 prefetcher = _Prefetcher(objdb, entry) if once or objdb.fetch_ahead_jobs else None

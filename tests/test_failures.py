@@ -280,6 +280,51 @@ def test_disk_full_during_checkout_is_one_line_and_keeps_the_file(workdir, cli, 
     assert not list(workdir.glob(".m.bin.*.tmp"))
 
 
+def test_full_disk_at_reservation_fails_before_any_write(workdir, cli, monkeypatch):
+    import ctypes
+    import errno
+
+    import ckptvc.fileio as fileio
+    import ckptvc.restore as restore
+
+    first, _ = commit_versions(cli, workdir, "m.bin", [b"one" * 100_000, b"two" * 100_000])
+    calls = []
+
+    def no_space(fd, mode, offset, length):
+        calls.append(length)
+        ctypes.set_errno(errno.ENOSPC)
+        return -1
+
+    def never(*a, **k):
+        raise AssertionError("wrote after the reservation failed")
+
+    monkeypatch.setattr(fileio, "_fallocate", no_space)
+    monkeypatch.setattr(restore, "STREAM_MIN_BYTES", 1)
+    monkeypatch.setattr(restore, "_write_chunks", never)
+    r = cli("checkout", first, ok=False)
+    assert calls == [300_000]
+    assert r.exit_code == 1 and "m.bin: No space left on device" in r.output and "Traceback" not in r.output
+    assert (workdir / "m.bin").read_bytes() == b"two" * 100_000
+    assert not list(workdir.glob(".m.bin.*.tmp"))
+
+
+def test_reservation_unsupported_is_ignored(tmp_path, monkeypatch):
+    import ctypes
+    import errno
+
+    import ckptvc.fileio as fileio
+
+    def unsupported(fd, mode, offset, length):
+        ctypes.set_errno(errno.EOPNOTSUPP)
+        return -1
+
+    monkeypatch.setattr(fileio, "_fallocate", unsupported)
+    with open(tmp_path / "f", "wb") as f:
+        fileio.reserve(f.fileno(), 1 << 20, tmp_path / "f")
+        f.write(b"x")
+    assert (tmp_path / "f").read_bytes() == b"x"
+
+
 def test_checkout_over_a_file_moves_it_aside_and_deletes_it(workdir, cli, monkeypatch):
     import ckptvc.repo as repo_mod
     import ckptvc.restore as restore
