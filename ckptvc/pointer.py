@@ -9,6 +9,7 @@ spaces of indent; one trailing newline. Same content, same bytes.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,7 @@ def looks_like_pointer(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
             head = f.read(64)
-        size = path.stat().st_size
+            size = os.fstat(f.fileno()).st_size
     except OSError:
         return False
     if size > MAX_POINTER_SIZE or not head:

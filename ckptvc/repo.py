@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -540,17 +541,21 @@ class Repo:
 
     def workspace_state(self, t: TrackedArtifact, rehash: bool = True) -> str:
         """clean | modified | missing, from the stat cache when it can."""
-        return self._state_of(self.root / t.path, t.pointer, rehash)
+        return self._state_of(self.root / t.path, t.pointer, rehash, key=t.path)
 
-    def _state_of(self, p: Path, ptr: Pointer, rehash: bool = True) -> str:
-        if not p.exists():
+    def _state_of(self, p: Path, ptr: Pointer, rehash: bool = True, key: str | None = None) -> str:
+        """`key`: the path's state-cache key when the caller knows it (saves resolving
+        every path: status of 100 files spends its time on such calls)."""
+        try:
+            st = os.stat(p)
+        except (FileNotFoundError, NotADirectoryError):
             return "missing"
         if ptr.kind == "file":
-            if not p.is_file():
+            if not stat.S_ISREG(st.st_mode):
                 return "modified"
-            digest = self._file_digest(p, rehash)
+            digest = self._file_digest(p, rehash, st, key)
             return "clean" if digest == ptr.blake3 else "modified"
-        if not p.is_dir():
+        if not stat.S_ISDIR(st.st_mode):
             return "modified"
         try:
             manifest = self.objectdb(with_remotes=False).get_manifest(ptr.manifest)
@@ -565,14 +570,16 @@ class Repo:
         files = [FileEntry(k, (p / k).stat().st_size, v, []) for k, v in actual.items()]
         return "clean" if dir_digest(files) == ptr.blake3 else "modified"
 
-    def _file_digest(self, fp: Path, rehash: bool) -> str | None:
+    def _file_digest(self, fp: Path, rehash: bool, st: os.stat_result | None = None,
+                     key: str | None = None) -> str | None:
         from ckptvc.ids import new_hasher
 
-        stamp = FileStamp.of(fp.stat())
-        try:
-            key: str | None = fp.resolve().relative_to(self.root).as_posix()
-        except ValueError:
-            key = None  # outside the work tree (checkout -o DIR): no state kept
+        stamp = FileStamp.of(st or fp.stat())
+        if key is None:
+            try:
+                key = fp.resolve().relative_to(self.root).as_posix()
+            except ValueError:
+                key = None  # outside the work tree (checkout -o DIR): no state kept
         known = self.state.lookup(key, stamp) if key else None
         if known:
             return known[0]

@@ -253,6 +253,18 @@ def test_status_reports_each_state(workdir, cli):
     assert states["b.bin"]["workspace"] == "modified"
     assert states["c.bin"]["workspace"] == "missing"
     assert states["d.bin"]["on_remote"] is False and states["d.bin"]["in_cache"] is True
+    # a file replaced by a directory; a file replaced (new inode) by other bytes of
+    # the same size and mtime: the stat cache misses on the inode and rehashes
+    (workdir / "d.bin").unlink()
+    (workdir / "d.bin").mkdir()
+    a_stat = (workdir / "a.bin").stat()
+    tmp = workdir / "a.tmp"
+    tmp.write_bytes(b"A" * 1000)
+    os.utime(tmp, ns=(a_stat.st_atime_ns, a_stat.st_mtime_ns))
+    os.replace(tmp, workdir / "a.bin")
+    states = {a["path"]: a for a in json.loads(cli("status", "--json").output)["artifacts"]}
+    assert states["d.bin"]["workspace"] == "modified"
+    assert states["a.bin"]["workspace"] == "modified"
     shutil.rmtree(workdir / ".ckptvc" / "cache")
     doc = json.loads(cli("status", "--json").output)
     assert all(not a["in_cache"] for a in doc["artifacts"])
