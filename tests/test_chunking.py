@@ -13,8 +13,9 @@ from ckptvc.objects.chunking import iter_cdc
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), size=st.integers(0, 3 << 20), repeat=st.booleans())
-def test_streamed_cdc_equals_whole_buffer_cdc(tmp_path, seed, size, repeat):
+@given(seed=st.integers(0, 2**32 - 1), size=st.integers(0, 3 << 20), repeat=st.booleans(),
+       block=st.sampled_from([1, 100 << 10, 1 << 20, 16 << 20]))
+def test_streamed_cdc_equals_whole_buffer_cdc(tmp_path, seed, size, repeat, block):
     rng = __import__("random").Random(seed)
     data = rng.randbytes(size)
     if repeat and size > 1000:
@@ -22,7 +23,7 @@ def test_streamed_cdc_equals_whole_buffer_cdc(tmp_path, seed, size, repeat):
     path = tmp_path / f"f{seed}.bin"
     path.write_bytes(data)
     avg = 16 << 10
-    chunks = list(iter_cdc(path, avg))
+    chunks = [(spec, bytes(view)) for spec, view in iter_cdc(path, avg, block)]
     assert b"".join(c for _, c in chunks) == data
     offsets = [s.offset for s, _ in chunks]
     assert offsets == [sum(len(c) for _, c in chunks[:i]) for i in range(len(chunks))]
