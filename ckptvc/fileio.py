@@ -1,4 +1,4 @@
-"""Reserving disk space for a file about to be written whole."""
+"""Writing large files: reserving their space, and the size of each write."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ctypes.util
 import errno
 import os
 import sys
+from typing import BinaryIO
 
 _fallocate = None
 if sys.platform.startswith("linux"):
@@ -33,3 +34,20 @@ def reserve(fd: int, size: int, path: str | os.PathLike[str] | None = None) -> N
         code = ctypes.get_errno()
         if code in (errno.ENOSPC, errno.EDQUOT):
             raise OSError(code, os.strerror(code), None if path is None else os.fspath(path))
+
+
+# Large buffers are written in pieces of this size. Measured on ext4 (Linux 6.18,
+# 2-core VM), restoring a 2 GiB file written chunk by chunk (~2 MiB per write()):
+# 2.98-4.14 s of system CPU; in 256 KiB pieces: 2.82-3.11 s, and 5.76-6.22 ->
+# 5.21-5.65 s of wall time over 7 alternating pairs. The pieces are views: nothing
+# is copied in user space.
+WRITE_PIECE = 256 << 10
+
+
+def write_in_pieces(f: BinaryIO, data: bytes | bytearray | memoryview) -> None:
+    """Write all of `data` to the binary file `f`, WRITE_PIECE bytes per call."""
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    for start in range(0, len(view), WRITE_PIECE):
+        f.write(view[start : start + WRITE_PIECE])

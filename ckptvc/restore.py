@@ -18,7 +18,7 @@ from pathlib import Path
 import blake3
 
 from ckptvc.errors import CorruptObjectError
-from ckptvc.fileio import reserve
+from ckptvc.fileio import reserve, write_in_pieces
 from ckptvc.memory import tune_allocator
 from ckptvc.objects.manifest import FileEntry
 from ckptvc.objects.objectdb import ObjectDB
@@ -83,7 +83,7 @@ def _write_chunks(f, entry: FileEntry, read_chunk, jobs: int, progress: Progress
             for chunk, raw in zip(entry.chunks, ordered_map(read_chunk, entry.chunks, jobs), strict=True):
                 if len(raw) != chunk.size:
                     raise CorruptObjectError(f"object {chunk.id[:12]}: size {len(raw)} != {chunk.size} in manifest")
-                f.write(raw)
+                write_in_pieces(f, raw)
                 if pending is not None:
                     pending.result()
                 pending = hashing.submit(hasher.update, raw)
