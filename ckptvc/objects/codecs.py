@@ -180,14 +180,6 @@ def _join_bytes(lo: np.ndarray, hi: np.ndarray, out: np.ndarray) -> None:
     grid[:, 1] = hi
 
 
-def _join_halves(lo: np.ndarray, hi: np.ndarray, out: np.ndarray) -> None:
-    """out (n little-endian 32-bit words) = hi << 16 | lo, for two arrays of 16-bit
-    words: 28x faster here than copying 2-byte pairs into every other slot."""
-    np.copyto(out, hi)
-    np.left_shift(out, 16, out=out)
-    np.bitwise_or(out, lo, out=out)
-
-
 def _join_words(planes: list[np.ndarray], out: np.ndarray) -> None:
     """out (n little-endian 32-bit words) from four byte planes, lowest first: each
     plane copied into every fourth byte. One pass per plane and no casts: numpy
@@ -531,9 +523,17 @@ def _decode_split(params: bytes, payload: memoryview, raw_size: int, where: str,
     if _U32.size + hi_len > len(payload):
         raise CorruptObjectError(f"{where}: truncated split payload")
     top = split_top16(params, payload[_U32.size : _U32.size + hi_len], raw_size, where, base_top(params[:32].hex()))
-    lo = decode_planes_payload(payload[_U32.size + hi_len :], n * 2, 2, where)
+    lo_payload = payload[_U32.size + hi_len :]
+    lo_planes, off = _decoded_planes(lo_payload, n, 2, where)
+    if off != len(lo_payload):
+        raise CorruptObjectError(f"{where}: bad tail length")
+    # each output byte written once: the two low byte planes into bytes 0 and 1 of
+    # every element, the top halves into bytes 2-3 (no 16-bit low half in between)
     out = np.empty(raw_size, dtype=np.uint8)
-    _join_halves(lo.view(_LE16), top, out.view(_LE32))
+    grid = out.reshape(n, 4)
+    grid[:, 0] = lo_planes[0]
+    grid[:, 1] = lo_planes[1]
+    out.view(_LE16).reshape(n, 2)[:, 1] = top
     return memoryview(out)
 
 
