@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 from pyfastcdc import FastCDC
 
 from ckptvc.objects.formats import Layout
@@ -108,8 +109,8 @@ def iter_cdc(path: str | os.PathLike[str], avg_size: int,
     tail = memoryview(b"")
     with open(path, "rb", buffering=0) as f:
         while True:
-            block = bytearray(block_size)
-            view = memoryview(block)
+            # uninitialised: bytearray(n) would zero every byte before the read does
+            view = memoryview(np.empty(block_size, dtype=np.uint8))
             view[: len(tail)] = tail
             filled = len(tail)
             while filled < block_size:
