@@ -432,6 +432,8 @@ def test_kill_while_recoding_the_parent_loses_no_version(workdir):
 class _SlowRemote(LocalStore):
     """A remote whose reads take a while, and whose first `fail_first` reads fail."""
 
+    lends_files = False  # a network remote: objects are downloaded, not linked
+
     def __init__(self, root: Path, fail_first: int = 0):
         super().__init__(root)
         self.reads = 0

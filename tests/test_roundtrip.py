@@ -360,3 +360,28 @@ def test_large_file_path_restores_every_version_of_a_delta_chain(workdir, cli, m
     for sha, data in zip(shas, paths, strict=True):
         cli("checkout", sha)
         assert (workdir / "m.safetensors").read_bytes() == data
+
+
+def test_pull_from_a_local_remote_links_objects_as_it_restores(workdir, cli, tmp_path):
+    """A local remote on the same filesystem lends its files: the fresh clone's cache
+    holds hard links to them (no copy), and the restored files are byte-identical."""
+    rng = np.random.default_rng(11)
+    versions = [rng.standard_normal(300_000).astype(np.float32).tobytes() for _ in range(2)]
+    versions[1] = versions[0][:600_000] + versions[1][600_000:]  # a delta against v1
+    first, _ = commit_versions(cli, workdir, "w.bin", versions)
+    cli("push", "--all-commits")
+    dest = clone(workdir, tmp_path / "fresh")
+    os.chdir(dest)
+    cli("pull")
+    assert (dest / "w.bin").read_bytes() == versions[1]
+    cli("pull", first)
+    assert (dest / "w.bin").read_bytes() == versions[0]
+    remote = Repo.open(dest).remote_store(None)[1].root
+    cached = sorted(p for p in (dest / ".ckptvc" / "cache" / "objects").rglob("*") if p.is_file())
+    copied = [p for p in cached if not os.path.samefile(p, remote / p.relative_to(dest / ".ckptvc" / "cache"))]
+    assert len(cached) > 4
+    with Repo.open(dest) as repo:
+        db = repo.objectdb()
+        for p in copied:  # only manifests are written anew (after the objects they name)
+            assert db.get_manifest(p.parent.name + p.name).files
+    assert len(copied) <= 2

@@ -17,6 +17,7 @@ from ckptvc.ids import hash_bytes, is_valid_id
 from ckptvc.objects import envelope
 from ckptvc.objects.manifest import Manifest
 from ckptvc.stores.base import Store
+from ckptvc.stores.local import LocalStore
 
 OBJECTS_PREFIX = "objects/"
 
@@ -178,6 +179,8 @@ class ObjectDB:
                     # another thread may have read it through since the miss, or be doing
                     # so now (then this waits for it): look in the cache again either way
                     claim = self._claim(oid)
+                    if self.link_in(oid):
+                        return self._read_linked(oid, key, verify, once, errors)
                     data = self._read_cached(oid, key, verify, once, errors)
                     if data is not None:
                         return data
@@ -204,6 +207,32 @@ class ObjectDB:
                 raise
             errors.append(str(exc))
             return None
+
+    def link_in(self, oid: str) -> bool:
+        """Give the cache the file of a local remote (on the same filesystem) holding
+        `oid`, as a hard link: no byte is copied, so none can be damaged in transit,
+        and what is read from it is proven like any cache copy. True when the cache
+        has it now through a link (made here or before); False when no local remote
+        can lend it (then it is read through)."""
+        if not isinstance(self.cache, LocalStore):
+            return False
+        key = object_key(oid)
+        for remote in self.remotes:
+            if not (isinstance(remote, LocalStore) and remote.lends_files):
+                continue
+            try:
+                if self.cache.link_from(remote, key) is not None:
+                    return True
+            except KeyError:
+                continue
+        return False
+
+    def _read_linked(self, oid: str, key: str, verify: bool, once: bool, errors: list[str]) -> bytes:
+        data = self._read_cached(oid, key, verify, once, errors)
+        if data is None:
+            # the linked file fails its checksum (so does the remote's: one file)
+            raise CorruptObjectError(errors[0] if errors else f"object {oid[:12]}: unreadable after linking")
+        return data
 
     def _claim(self, oid: str) -> threading.Event | None:
         """The right to read `oid` through from a remote (an event to set when done), or
@@ -315,6 +344,8 @@ class ObjectDB:
             head = self.cache.read_prefix(key, self._TOP_HEAD)
         except KeyError:
             head = None  # not in the cache: read it through (from a remote)
+            if self.link_in(oid):
+                head = self.cache.read_prefix(key, self._TOP_HEAD)
         if head is not None:
             codec, raw_size, params, off = envelope.parse_header(head, where)
             if raw_size % 4 == 0 and codec == codecs.SPLIT_SUB and len(params) == 35:
@@ -359,7 +390,7 @@ class ObjectDB:
         for _ in range(max_depth):
             key = object_key(oid)
             try:
-                if self.fetch_ahead_jobs and self.remotes and not self.cache.exists(key):
+                if self.fetch_ahead_jobs and self.remotes and not self.cache.exists(key) and not self.link_in(oid):
                     # just written by the read: its pages are in memory, nothing to prefetch
                     head = self.read_stored(oid)[: envelope.HEADER_SIZE + 64]
                     codec, _, params, _ = envelope.parse_header(head, oid)

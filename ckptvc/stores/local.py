@@ -106,6 +106,11 @@ def _parallel(fn, items: list) -> None:
 
 
 class LocalStore(Store):
+    # a cache on the same filesystem may hard-link this store's values (plain,
+    # immutable files) instead of copying them; a store standing in for a network
+    # remote (in tests) says no
+    lends_files = True
+
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
         self.url = str(self.root)
