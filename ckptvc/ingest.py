@@ -219,9 +219,11 @@ class Ingester:
         lock = self._cache_lock() if recode else contextlib.nullcontext()
         with lock:
             guess = _LayoutGuess()
+            # 4 chunks per worker in flight: with 2 a slow chunk (a 4 MiB tensor piece
+            # re-coding its parent) soon left the other worker idle behind it
             work = ordered_map(lambda item: self._store_chunk(item[0], item[1], parents.get(item[0].label), recode,
                                                               guess),
-                               feed(), self.policy.jobs, window=self.policy.jobs * 2)
+                               feed(), self.policy.jobs, window=self.policy.jobs * 4)
             for ref, written, saved in work:
                 chunks.append(ref)
                 new_bytes += written - saved
