@@ -219,11 +219,13 @@ class Ingester:
         lock = self._cache_lock() if recode else contextlib.nullcontext()
         with lock:
             guess = _LayoutGuess()
-            # 4 chunks per worker in flight: with 2 a slow chunk (a 4 MiB tensor piece
-            # re-coding its parent) soon left the other worker idle behind it
+            # up to 4 chunks per worker in flight: with 2 a slow chunk (a 4 MiB tensor
+            # piece re-coding its parent) soon left the other worker idle behind it. At
+            # most 16 beyond 2 per worker: memory in flight grows with the window
+            jobs = self.policy.jobs
             work = ordered_map(lambda item: self._store_chunk(item[0], item[1], parents.get(item[0].label), recode,
                                                               guess),
-                               feed(), self.policy.jobs, window=self.policy.jobs * 4)
+                               feed(), jobs, window=max(2 * jobs, min(4 * jobs, 16)))
             for ref, written, saved in work:
                 chunks.append(ref)
                 new_bytes += written - saved
