@@ -162,6 +162,29 @@ def test_missing_remote_object_is_a_clear_error(workdir, cli, tmp_path):
     assert r.exit_code == 1 and "not on remote" in r.output
 
 
+def test_object_missing_from_a_local_remote_keeps_the_workspace_file(workdir, cli):
+    """The restore meets the missing object part way (objects stream in as it needs them):
+    one line, exit 1, and the file in the workspace is the one that was there."""
+    import shutil
+
+    v1, v2 = os.urandom(300_000), os.urandom(300_000)
+    first = commit_versions(cli, workdir, "m.bin", [v1])[0]
+    cli("push")
+    before = set(objects_in(workdir.parent / "remote"))
+    second = commit_versions(cli, workdir, "m.bin", [v2])[0]
+    cli("push")
+    new = sorted(set(objects_in(workdir.parent / "remote")) - before, key=lambda p: p.stat().st_size)
+    new[-1].unlink()  # v2's chunk (the larger of its two objects; the other is its manifest)
+    cli("checkout", first)
+    assert (workdir / "m.bin").read_bytes() == v1
+    shutil.rmtree(workdir / ".ckptvc" / "cache")
+    r = cli("pull", second, ok=False)
+    assert r.exit_code == 1 and "missing" in r.output and "Traceback" not in r.output
+    assert len([ln for ln in r.output.splitlines() if ln.strip()]) == 1
+    assert (workdir / "m.bin").read_bytes() == v1
+    assert not list(workdir.glob(".m.bin.*.tmp"))
+
+
 def _big_float_file(path: Path, mib: int) -> None:
     rng = np.random.default_rng(7)
     with open(path, "wb") as f:
