@@ -59,7 +59,7 @@ class _LayoutGuess:
         self._phase = 0
         self._count = 0
 
-    def layout(self, offset: int, data: bytes, level: int) -> tuple[int, int]:
+    def layout(self, offset: int, data: bytes | memoryview, level: int) -> tuple[int, int]:
         with self._lock:
             n, width, phase = self._count, self._width, self._phase
             self._count += 1
@@ -111,7 +111,7 @@ class Ingester:
 
     # ------------------------------------------------------------ one chunk
 
-    def _store_chunk(self, spec: ChunkSpec, data: bytes, parent: ChunkRef | None,
+    def _store_chunk(self, spec: ChunkSpec, data: bytes | memoryview, parent: ChunkRef | None,
                      recode: bool, guess: _LayoutGuess) -> tuple[ChunkRef, int, int]:
         """(ref, bytes written, bytes saved by re-coding the parent chunk)."""
         oid = hash_bytes(data)
@@ -131,7 +131,7 @@ class Ingester:
             saved = self._recode_parent(parent.id, oid, data, max(width, 1))
         return ChunkRef(oid, len(data), spec.label), written, saved
 
-    def _recode_parent(self, pid: str, nid: str, n_raw: bytes, width: int) -> int:
+    def _recode_parent(self, pid: str, nid: str, n_raw: bytes | memoryview, width: int) -> int:
         db = self.objdb
         try:
             with self._recode_lock:
@@ -167,7 +167,7 @@ class Ingester:
             db.replace_encoded(pid, enc, len(n_raw))
         return current - new_size
 
-    def _split_delta(self, pid: str, nid: str, n_raw: bytes) -> tuple[codecs.Encoded, bytes | memoryview | None]:
+    def _split_delta(self, pid: str, nid: str, n_raw: bytes | memoryview) -> tuple[codecs.Encoded, bytes | memoryview | None]:
         """The parent as a SPLIT_SUB delta against the new chunk, and the parent's raw
         content when it had to be decoded (the caller checks the new form against it).
         A parent stored as width-4 planes gives its two low planes as they are (they

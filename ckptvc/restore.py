@@ -183,11 +183,11 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
     task = f"checkout {label or dest.name}"
     progress.start(task, entry.size)
     try:
+        once = entry.size >= STREAM_MIN_BYTES
         with open(tmp, "wb+") as f:
-            if entry.size >= STREAM_MIN_BYTES:
+            if once:
                 reserve(f.fileno(), entry.size, dest)
             try:
-                once = entry.size >= STREAM_MIN_BYTES
                 prefetcher = _Prefetcher(objdb, entry) if once or objdb.fetch_ahead_jobs else None
                 digest = _write_chunks(f, entry, lambda c: objdb.get_raw(c.id, verify=False, once=once), jobs,
                                        progress, task, prefetcher)

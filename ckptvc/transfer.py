@@ -41,7 +41,7 @@ def copy_objects(src: Store, dst: Store, oids: Iterable[str], jobs: int, progres
     sizes = src.sizes([object_key(o) for o in oids])  # one listing or stat pass: totals for the bar
     progress.start(task, sum(sizes.values()))
 
-    linkable = link and isinstance(src, LocalStore) and isinstance(dst, LocalStore)
+    linkable = link and isinstance(src, LocalStore) and src.lends_to(dst)
 
     def one(oid: str) -> tuple[int, str | None]:
         key = object_key(oid)

@@ -506,3 +506,28 @@ def test_a_failed_download_lets_a_waiting_reader_download_itself(tmp_path):
         got = list(pool.map(read, range(2)))
     assert got.count(None) == 1 and remote.reads == 2  # the owner failed, the waiter read it again
     assert bytes(db.get_raw(oid)) == data and not db._inflight
+
+
+def test_corrupt_file_lent_by_a_local_remote_is_healed_from_the_next_remote(tmp_path):
+    """A linked object shares its inode with the local remote: a bad one is replaced in
+    the cache by rename from a remote with a good copy, and the lending remote's file is
+    left as it was (a read never writes into a shared inode)."""
+    data = np.random.default_rng(5).standard_normal(60_000).astype(np.float32).tobytes()
+    near, far = LocalStore(tmp_path / "near").ensure(), LocalStore(tmp_path / "far").ensure()
+    oid = ObjectDB(near).put_raw(data, 4)
+    ObjectDB(far).put_raw(data, 4)
+    near.sync()
+    far.sync()
+    (path,) = objects_in(tmp_path / "near")
+    bad = bytearray(path.read_bytes())
+    bad[-10] ^= 0xFF
+    path.write_bytes(bytes(bad))
+    cache = LocalStore(tmp_path / "cache").ensure()
+    db = ObjectDB(cache, [near, far])
+    stored = db.read_stored(oid)  # checked: the linked copy fails, the far one is taken
+    check_envelope(stored, "test")
+    assert bytes(db.get_raw(oid)) == data
+    cache.sync()  # the healed copy is published (renamed over the link) by the sync
+    (cached,) = objects_in(tmp_path / "cache")
+    assert not os.path.samefile(cached, path) and cached.read_bytes() == stored
+    assert path.read_bytes() == bytes(bad)

@@ -179,8 +179,9 @@ class ObjectDB:
                     # another thread may have read it through since the miss, or be doing
                     # so now (then this waits for it): look in the cache again either way
                     claim = self._claim(oid)
-                    if self.link_in(oid):
-                        return self._read_linked(oid, key, verify, once, errors)
+                    # a local remote lends its file: then the cache has it, and it is
+                    # read (and, if corrupt, healed from a remote) like any cache copy
+                    self.link_in(oid)
                     data = self._read_cached(oid, key, verify, once, errors)
                     if data is not None:
                         return data
@@ -211,14 +212,13 @@ class ObjectDB:
     def link_in(self, oid: str) -> bool:
         """Give the cache the file of a local remote (on the same filesystem) holding
         `oid`, as a hard link: no byte is copied, so none can be damaged in transit,
-        and what is read from it is proven like any cache copy. True when the cache
-        has it now through a link (made here or before); False when no local remote
-        can lend it (then it is read through)."""
-        if not isinstance(self.cache, LocalStore):
-            return False
+        and what is read from it is proven like any cache copy (a corrupt one is
+        replaced by rename, never rewritten: the remote's file stays as it was). True
+        when the cache has it now through a link (made here or before); False when no
+        local remote can lend it (then it is read through)."""
         key = object_key(oid)
         for remote in self.remotes:
-            if not (isinstance(remote, LocalStore) and remote.lends_files):
+            if not (isinstance(remote, LocalStore) and remote.lends_to(self.cache)):
                 continue
             try:
                 if self.cache.link_from(remote, key) is not None:
@@ -226,13 +226,6 @@ class ObjectDB:
             except KeyError:
                 continue
         return False
-
-    def _read_linked(self, oid: str, key: str, verify: bool, once: bool, errors: list[str]) -> bytes:
-        data = self._read_cached(oid, key, verify, once, errors)
-        if data is None:
-            # the linked file fails its checksum (so does the remote's: one file)
-            raise CorruptObjectError(errors[0] if errors else f"object {oid[:12]}: unreadable after linking")
-        return data
 
     def _claim(self, oid: str) -> threading.Event | None:
         """The right to read `oid` through from a remote (an event to set when done), or

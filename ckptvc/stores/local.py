@@ -111,6 +111,11 @@ class LocalStore(Store):
     # remote (in tests) says no
     lends_files = True
 
+    def lends_to(self, other: Store) -> bool:
+        """Whether `other` may take this store's values as hard links (link_from); on
+        another filesystem link_from still says no and the caller copies."""
+        return self.lends_files and isinstance(other, LocalStore)
+
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
         self.url = str(self.root)
