@@ -138,6 +138,7 @@ class Repo:
         self.dir = self.root / CKPTVC_DIR
         self.cache = LocalStore(self.dir / "cache")
         self._trash_swept = False
+        self._temps_swept: set[Path] = set()
         self._state: StateDB | None = None
         self._remote_stores: dict[str, Store] = {}
         self.jobs = default_jobs(config.get_int("jobs"))
@@ -1016,6 +1017,7 @@ class Repo:
             fe = manifest.files[0]
             if dest.is_dir():
                 raise WorkspaceConflictError(f"{label}: is a directory in the workspace; remove it first")
+            self._sweep_temps(dest.parent)
             restore_file(db, fe, dest, self.jobs, self.progress, label, self._fsync_checkout, self._trash_dir())
             self._record_state(dest, fe, manifest_id)
             return
@@ -1023,6 +1025,7 @@ class Repo:
             raise WorkspaceConflictError(f"{label}: is a file in the workspace; remove it first")
         for fe in manifest.files:
             fdest = dest / fe.path
+            self._sweep_temps(fdest.parent)
             restore_file(db, fe, fdest, self.jobs, self.progress, f"{label}/{fe.path}", self._fsync_checkout,
                          self._trash_dir())
             self._record_state(fdest, fe, manifest_id)
@@ -1030,6 +1033,15 @@ class Repo:
         for fp, entry in self._files_of(dest):
             if entry not in wanted:
                 fp.unlink()  # content of the restored version only; unknown files were refused earlier
+
+    def _sweep_temps(self, directory: Path) -> None:
+        """Delete what killed restores left in `directory` (once per directory): each is
+        a hidden temp file as large as the artifact it was writing."""
+        if directory not in self._temps_swept:
+            self._temps_swept.add(directory)
+            from ckptvc.restore import sweep_stale_temps
+
+            sweep_stale_temps(directory)
 
     def _trash_dir(self) -> Path:
         """Where replaced workspace files wait for their background delete. What a

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -167,6 +169,33 @@ def _put_in_place(tmp: Path, dest: Path, trash_dir: Path | None) -> None:
     discard_later(aside)
 
 
+# The temp file a restore writes beside its destination. One left by a killed
+# process is deleted by a later checkout into the same directory, once it has not
+# been written for TEMP_GRACE_S (a live restore writes it every few milliseconds).
+_TEMP_NAME = re.compile(r"\..+\.ckptvc-[0-9a-f]{12}\.tmp")
+TEMP_GRACE_S = 60.0
+
+
+def _temp_path(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.ckptvc-{uuid.uuid4().hex[:12]}.tmp"
+
+
+def sweep_stale_temps(directory: Path, grace_s: float = TEMP_GRACE_S) -> list[Path]:
+    """Delete the restore temp files in `directory` that nothing has written for
+    `grace_s` seconds (left by a restore that was killed); return them."""
+    cutoff = time.time() - grace_s
+    removed = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(directory) as entries:
+        for e in entries:
+            if not _TEMP_NAME.fullmatch(e.name):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(e.path)
+                    removed.append(Path(e.path))
+    return removed
+
+
 def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progress: Progress = NULL_PROGRESS,
                  label: str | None = None, fsync: bool = False, trash_dir: Path | None = None) -> None:
     """Rebuild `entry` at `dest`. The file's blake3 is checked before it replaces
@@ -179,7 +208,7 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
     being replaced, to be deleted in the background; without it, it is replaced by
     one rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.ckptvc-{uuid.uuid4().hex[:12]}.tmp"
+    tmp = _temp_path(dest)
     task = f"checkout {label or dest.name}"
     progress.start(task, entry.size)
     try:

@@ -259,6 +259,39 @@ def test_add_outside_repository_is_refused(workdir, cli, path):
     assert r.exit_code == 2 and "outside the repository" in r.output
 
 
+def test_kill_during_checkout_leaves_a_temp_that_a_later_checkout_deletes(workdir):
+    """kill -9 mid-restore: the workspace file is the old one, and the hidden temp file
+    it leaves (as large as the artifact) is deleted by the next checkout into that
+    directory once it is old; a young one (maybe a live restore's) and other files stay."""
+    _big_float_file(workdir / "big.bin", 160)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    subprocess.run(CKPTVC + ["add", "big.bin"], cwd=workdir, env=env, check=True, capture_output=True)
+    want = (workdir / "big.bin").read_bytes()
+    (workdir / "big.bin").write_bytes(b"old content")
+    proc = subprocess.Popen(CKPTVC + ["checkout", "--force", "big.bin"], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.stat().st_size > 0 for p in workdir.glob(".big.bin.ckptvc-*.tmp")):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "checkout finished before it could be killed"
+    assert (workdir / "big.bin").read_bytes() == b"old content"
+    (left,) = workdir.glob(".big.bin.ckptvc-*.tmp")
+    young = workdir / ".big.bin.ckptvc-0123456789ab.tmp"
+    young.write_bytes(b"a live restore's")
+    mine = workdir / ".big.bin.ckptvc-notes.tmp"  # not our name pattern: never touched
+    mine.write_bytes(b"user file")
+    old = time.time() - 3600
+    os.utime(left, (old, old))
+    done = subprocess.run(CKPTVC + ["checkout", "--force", "big.bin"], cwd=workdir, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert (workdir / "big.bin").read_bytes() == want
+    assert not left.exists()
+    assert young.read_bytes() == b"a live restore's" and mine.read_bytes() == b"user file"
+
+
 def test_kill_during_push_then_rerun_moves_only_what_is_missing(workdir):
     _big_float_file(workdir / "big.bin", 300)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
