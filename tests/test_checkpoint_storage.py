@@ -3,8 +3,12 @@ hostile headers. Every case ends in a byte-identical restore."""
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 import struct
+import sys
+import types
 import zipfile
 
 import numpy as np
@@ -133,13 +137,74 @@ def test_random_bytes_never_crash_format_detection(tmp_path, data, prefix):
     detect_layout(p, len(prefix + data))  # returns a layout or None, never raises
 
 
-def _torch_like_zip(path, storages: list[np.ndarray]) -> None:
-    """The layout torch.save writes: a zip whose storages are stored uncompressed."""
+def _torch_like_zip(path, storages: list[np.ndarray], root: str = "archive") -> None:
+    """The layout torch.save writes: a zip whose storages are stored uncompressed, in a
+    folder that torch names after the file."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00." + bytes(100))
-        zf.writestr("archive/version", b"3\n")
+        zf.writestr(f"{root}/data.pkl", b"\x80\x02}q\x00." + bytes(100))
+        zf.writestr(f"{root}/version", b"3\n")
         for i, s in enumerate(storages):
-            zf.writestr(f"archive/data/{i}", s.tobytes())
+            zf.writestr(f"{root}/data/{i}", s.tobytes())
+
+
+def test_torch_zip_saved_under_new_names_still_deltas_against_its_parent(workdir):
+    """torch.save("ckpt-001.pt") puts its storages under ckpt-001/data/: a series saved
+    under changing names must still pair each storage with the parent's."""
+    rng = np.random.default_rng(3)
+    v1 = [(rng.standard_normal(1 << 18) * 0.02).astype(np.float32) for _ in range(3)]
+    # a small training step: every value moves, by about 1e-4 of itself
+    v2 = [(a * (1 + rng.standard_normal(a.size) * 1e-4)).astype(np.float32) for a in v1]
+    p = workdir / "model.pt"
+    with Repo.open(workdir) as repo:
+        _torch_like_zip(p, v1, "ckpt-000")
+        first = repo.add([p])[0].new_bytes
+        _torch_like_zip(p, v2, "ckpt-001")
+        second = repo.add([p])[0].new_bytes
+    assert second < first * 0.75, (first, second)  # the parent became a delta (its high halves)
+    _restore_and_compare(workdir, "model.pt", p.read_bytes())
+
+
+def _pickle_with_storages(protocol: int) -> bytes:
+    """A data.pkl as torch.save writes it: persistent ids ('storage', <class>, key,
+    location, numel), the second use of a class fetched from the memo."""
+    fake = types.ModuleType("torch")
+    for name in ("FloatStorage", "BFloat16Storage", "LongStorage"):
+        setattr(fake, name, type(name, (), {"__module__": "torch", "__qualname__": name}))
+    ids = {"a": ("storage", fake.FloatStorage, "0", "cpu", 6), "b": ("storage", fake.BFloat16Storage, "1", "cpu", 2),
+           "c": ("storage", fake.FloatStorage, "2", "cpu", 5), "d": ("storage", fake.LongStorage, "3", "cpu", 3)}
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ids.get(obj) if isinstance(obj, str) else None
+
+    buf = io.BytesIO()
+    saved = sys.modules.get("torch")
+    sys.modules["torch"] = fake  # the classes are pickled by reference, as torch.<name>
+    try:
+        Pickler(buf, protocol=protocol).dump({k: k for k in ids})
+    finally:
+        if saved is None:
+            del sys.modules["torch"]
+        else:
+            sys.modules["torch"] = saved
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_torch_pickle_gives_each_storage_its_dtype(protocol):
+    from ckptvc.objects.formats import torch_storage_dtypes
+
+    assert torch_storage_dtypes(_pickle_with_storages(protocol)) == {"0": "F32", "1": "BF16", "2": "F32", "3": "I64"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=300), cut=st.integers(min_value=0, max_value=400))
+def test_hostile_torch_pickle_never_crashes(data, cut):
+    from ckptvc.objects.formats import torch_storage_dtypes
+
+    good = _pickle_with_storages(2)
+    for blob in (data, good[:cut], good[:cut] + data):
+        assert isinstance(torch_storage_dtypes(blob), dict)
 
 
 def test_torch_zip_is_chunked_per_storage_and_dedups_frozen_ones(workdir):
@@ -163,7 +228,10 @@ def test_real_torch_save_round_trips(workdir):
     sd = {"w": torch.randn(300, 200), "b": torch.zeros(200, dtype=torch.bfloat16), "i": torch.arange(10)}
     p = workdir / "ckpt.pt"
     torch.save(sd, p)
-    assert detect_layout(p, p.stat().st_size).format == "torch"
+    layout = detect_layout(p, p.stat().st_size)
+    assert layout.format == "torch"
+    assert [(r.name, r.dtype, r.width) for r in layout.regions] == [
+        ("data/0", "F32", 4), ("data/1", "BF16", 2), ("data/2", "I64", 8)]
     with Repo.open(workdir) as repo:
         repo.add([p])
     _restore_and_compare(workdir, "ckpt.pt", p.read_bytes())

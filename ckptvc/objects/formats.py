@@ -100,13 +100,77 @@ def parse_safetensors(path: str | os.PathLike[str], file_size: int) -> Layout | 
     return Layout("safetensors", regions, metadata)
 
 
+# torch.save's storage classes (as its pickle names them) -> safetensors dtype
+TORCH_STORAGE_DTYPE = {
+    "FloatStorage": "F32", "DoubleStorage": "F64", "HalfStorage": "F16", "BFloat16Storage": "BF16",
+    "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8",
+    "ByteStorage": "U8", "BoolStorage": "BOOL",
+}
+MAX_TORCH_PICKLE = 16 << 20
+_PICKLE_STRINGS = {"BINUNICODE", "SHORT_BINUNICODE", "UNICODE", "BINUNICODE8", "BINSTRING", "SHORT_BINSTRING",
+                   "STRING"}
+
+
+def torch_storage_dtypes(pickle_bytes: bytes) -> dict[str, str]:
+    """Storage key -> dtype, read from the opcodes of a torch.save data.pkl without
+    running it. Each storage is pickled as a persistent id ('storage', <class>, key,
+    location, numel): the class (a GLOBAL, or a memo fetch of one) is followed by the
+    key string. Anything unexpected gives a partial or empty answer, never an error."""
+    import pickletools
+
+    out: dict[str, str] = {}
+    memo: dict[int, object] = {}
+    recent: list[object] = []  # values pushed lately, for STACK_GLOBAL and the key after a class
+    try:
+        for op, arg, _ in pickletools.genops(pickle_bytes):
+            name = op.name
+            if name == "GLOBAL":
+                value = str(arg).replace(" ", ".")
+            elif name == "STACK_GLOBAL":
+                value = ".".join(str(v) for v in recent[-2:]) if len(recent) >= 2 else None
+            elif name in _PICKLE_STRINGS:
+                value = arg if isinstance(arg, str) else None
+                if recent and isinstance(recent[-1], _StorageClass) and value is not None:
+                    out[value] = recent[-1].dtype
+            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[int(arg)] = recent[-1] if recent else None
+                continue
+            elif name == "MEMOIZE":
+                memo[len(memo)] = recent[-1] if recent else None
+                continue
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                value = memo.get(int(arg))
+            else:
+                value = None
+            if isinstance(value, str) and value.startswith("torch.") and value[6:] in TORCH_STORAGE_DTYPE:
+                value = _StorageClass(TORCH_STORAGE_DTYPE[value[6:]])
+            recent = [*recent[-1:], value]
+    except Exception:  # noqa: BLE001 - a hint: whatever a hostile pickle does, the bytes are probed instead
+        pass
+    return out
+
+
+@dataclass(frozen=True)
+class _StorageClass:
+    dtype: str
+
+
 def parse_torch_zip(path: str | os.PathLike[str], file_size: int) -> Layout | None:
-    """Storages of a torch.save zip: stored (uncompressed) members under */data/."""
+    """Storages of a torch.save zip: stored (uncompressed) members under */data/.
+
+    Regions are named by their path inside the archive's top folder ("data/3"): torch
+    names that folder after the file ("ckpt-000/data/3" in ckpt-000.pt), and a series
+    saved under changing names must still pair each storage with its parent's. The
+    element width comes from the dtype that data.pkl gives each storage (0, probed
+    from the bytes, where it says nothing)."""
     try:
         with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
             regions: list[Region] = []
+            dtypes: dict[str, str] = {}
             for info in zf.infolist():
                 parts = info.filename.split("/")
+                if len(parts) == 2 and parts[1] == "data.pkl" and info.file_size <= MAX_TORCH_PICKLE:
+                    dtypes = torch_storage_dtypes(zf.read(info))
                 if len(parts) < 3 or parts[-2] != "data" or info.compress_type != zipfile.ZIP_STORED:
                     continue
                 f.seek(info.header_offset)
@@ -117,16 +181,21 @@ def parse_torch_zip(path: str | os.PathLike[str], file_size: int) -> Layout | No
                 start = info.header_offset + 30 + name_len + extra_len
                 if start + info.file_size > file_size:
                     return None
-                regions.append(Region(info.filename, start, info.file_size, 0))
-    except (zipfile.BadZipFile, OSError, ValueError, struct.error, EOFError):
+                regions.append(Region("/".join(parts[1:]), start, info.file_size, 0))
+    except (zipfile.BadZipFile, OSError, ValueError, struct.error, EOFError, NotImplementedError, RuntimeError):
         return None
     if not regions:
         return None
-    regions.sort(key=lambda r: r.offset)
-    for a, b in zip(regions, regions[1:], strict=False):
+    typed = []
+    for r in regions:
+        dtype = dtypes.get(r.name.rsplit("/", 1)[-1], "") if r.name.count("/") == 1 else ""
+        width = DTYPE_WIDTH.get(dtype, 0)
+        typed.append(Region(r.name, r.offset, r.length, width if width and r.length % width == 0 else 0, dtype))
+    typed.sort(key=lambda r: r.offset)
+    for a, b in zip(typed, typed[1:], strict=False):
         if a.offset + a.length > b.offset:
             return None
-    return Layout("torch", regions)
+    return Layout("torch", typed)
 
 
 def detect_layout(path: str | os.PathLike[str], file_size: int) -> Layout | None:
