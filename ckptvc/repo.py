@@ -15,6 +15,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -370,8 +371,9 @@ class Repo:
         if config_data is not None:
             oid = md.put_meta_object(self.root, config_data[1])
             user["config"] = {"path": config_data[0], "blake3": oid, "size": len(config_data[1])}
+        added_here: list[tuple[str, dict[str, FileEntry]]] = []  # (kind, files) of this call's adds
         for p in targets:
-            results.append(self._add_one(p, ingester, db, parent_files, meta or {}, auto, user))
+            results.append(self._add_one(p, ingester, db, parent_files, meta or {}, auto, user, added_here))
         return results
 
     def _input_path(self, raw: str, role: str) -> Path:
@@ -449,7 +451,8 @@ class Repo:
         return out
 
     def _add_one(self, p: Path, ingester, db: ObjectDB, parent_files: dict[str, FileEntry] | None,
-                 meta: dict, auto: dict | None = None, user: dict | None = None) -> AddedArtifact:
+                 meta: dict, auto: dict | None = None, user: dict | None = None,
+                 added_here: list[tuple[str, dict[str, FileEntry]]] | None = None) -> AddedArtifact:
         rel = self._rel(p)
         pf = pointer_path_for(p)
         user = user or {}
@@ -462,6 +465,13 @@ class Repo:
             except CkptvcError:
                 parent_files = None
         file_list = self._files_of(p)
+        kind = "file" if p.is_file() else "dir"
+        if parent_files is None and old is None:
+            from ckptvc.delta_base import MIN_BASE_BYTES, find_delta_base
+
+            total = sum(fp.stat().st_size for fp, _ in file_list)
+            if total >= MIN_BASE_BYTES:
+                parent_files = find_delta_base(file_list, self._base_candidates(p, kind, total, db, added_here or []))
         files: list[FileEntry] = []
         new_bytes = 0
         state = self.state
@@ -480,9 +490,10 @@ class Repo:
             new_bytes += stored.new_bytes
             if stored.recoded:
                 state.mark_recoded(stored.recoded)
-        kind = "file" if p.is_file() else "dir"
         manifest = Manifest(kind, files)
         mid = db.put_manifest(manifest)
+        if added_here is not None:
+            added_here.append((kind, {fe.path: fe for fe in files}))
         for (fp, _), fe in zip(file_list, files, strict=True):
             state.mark_saved(self._rel(fp), fe.blake3, mid)
             state.record(self._rel(fp), FileStamp.of(fp.stat()), fe.blake3,
@@ -508,6 +519,29 @@ class Repo:
         atomic_write_file(pf, ptr.to_bytes())
         add_to_gitignore(self.root, p)
         return AddedArtifact(rel, self._rel(pf), manifest.size, new_bytes, False, digest)
+
+    def _base_candidates(self, p: Path, kind: str, size: int, db: ObjectDB,
+                         added_here: list[tuple[str, dict[str, FileEntry]]]) -> Iterator[dict[str, FileEntry]]:
+        """Tracked artifacts of `kind` and about `size` bytes that may share the layout of
+        the new one at `p`, likeliest first: what this add stored before it (newest
+        first), then the pointers beside it and those of its name in sibling
+        directories (runs/step-2000/model.safetensors beside runs/step-1000/...),
+        newest pointer first."""
+        from ckptvc.delta_base import sibling_pointers
+
+        def near(n: int) -> bool:
+            return size // 2 <= n <= size * 2
+
+        for k, files in reversed(added_here):
+            if k == kind and near(sum(f.size for f in files.values())):
+                yield files
+        for pf in sibling_pointers(p, self.root):
+            try:
+                ptr = read_pointer(pf)
+                if ptr.kind == kind and near(ptr.size):
+                    yield {f.path: f for f in db.get_manifest(ptr.manifest).files}
+            except (CkptvcError, OSError):
+                continue  # a broken neighbour is no base; it is not ours to report here
 
     def _auto_meta(self, file_list: list[tuple[Path, str]], kind: str, files: list[FileEntry], auto: dict) -> dict:
         """Facts captured at add (metadata schema 1): no tensor data is read except

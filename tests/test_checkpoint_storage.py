@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import training_series, write_safetensors
+from conftest import cache_bytes, training_series, write_safetensors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -374,3 +374,53 @@ def test_add_prefetches_the_parent_chunks_it_recodes(workdir, monkeypatch):
     with Repo.open(workdir) as repo:
         repo.add([path])
     assert prefetched and set(prefetched) <= parent_ids
+
+
+def _small_step_series(n: int, seed: int = 5) -> list[dict[str, np.ndarray]]:
+    """Checkpoints a few steps apart: every value moves by about 1e-4 of itself."""
+    rng = np.random.default_rng(seed)
+    cur = {f"layer{i}.weight": (rng.standard_normal(1 << 18) * 0.02).astype(np.float32) for i in range(3)}
+    out = []
+    for _ in range(n):
+        out.append(dict(cur))
+        cur = {k: (v * (1 + rng.standard_normal(v.size) * 1e-4)).astype(np.float32) for k, v in cur.items()}
+    return out
+
+
+@pytest.mark.parametrize("layout", ["beside", "folders", "one_add"])
+def test_checkpoints_at_new_paths_are_deltas_against_a_neighbour(workdir, layout):
+    """A run that writes each checkpoint under its own name gets deltas too: the new
+    path has no previous version, so a neighbour with the same tensors is the base.
+    Lineage is not claimed: no parent is recorded."""
+    series = _small_step_series(3)
+    names = {"beside": [f"run/step-{k}.safetensors" for k in range(3)],
+             "folders": [f"run/checkpoint-{k}/model.safetensors" for k in range(3)],
+             "one_add": [f"run/step-{k}.safetensors" for k in range(3)]}[layout]
+    for name, tensors in zip(names, series, strict=True):
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        write_safetensors(workdir / name, tensors)
+    want = {name: (workdir / name).read_bytes() for name in names}
+    with Repo.open(workdir) as repo:
+        if layout == "one_add":
+            new_bytes = [a.new_bytes for a in repo.add([workdir / n for n in names])]
+        else:
+            new_bytes = [repo.add([workdir / n])[0].new_bytes for n in names]
+        assert all("parent" not in t.pointer.meta for t in repo.tracked())
+    first, *later = new_bytes
+    assert all(b < first * 0.75 for b in later), new_bytes  # each older one became a delta
+    for name in names:
+        _restore_and_compare(workdir, name, want[name])
+
+
+def test_a_neighbour_with_other_tensors_is_no_base(workdir):
+    series = _small_step_series(1)
+    write_safetensors(workdir / "a.safetensors", series[0])
+    other = {f"other{i}": v for i, v in enumerate(series[0].values())}  # same bytes, other names
+    write_safetensors(workdir / "b.safetensors", {k: (v + np.float32(1e-6)) for k, v in other.items()})
+    with Repo.open(workdir) as repo:
+        first = repo.add([workdir / "a.safetensors"])[0].new_bytes
+        before = cache_bytes(workdir)
+        second = repo.add([workdir / "b.safetensors"])[0].new_bytes
+    assert second > first * 0.9 and cache_bytes(workdir) > before + first * 0.9  # stored on its own
+    for name in ("a.safetensors", "b.safetensors"):
+        _restore_and_compare(workdir, name, (workdir / name).read_bytes())

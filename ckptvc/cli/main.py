@@ -77,7 +77,8 @@ def init(remote_url: str | None) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--parent", metavar="PATH[@REV]",
               help="The version this one was trained from (lineage edge and delta base). "
-                   "Default: the previous version at the same path.")
+                   "Default: the previous version at the same path. At a new path, a neighbour "
+                   "with the same tensors is coded as a delta against it (no lineage claimed).")
 @click.option("--dataset", metavar="PATH|URI@DIGEST",
               help="Training data: a tracked path (added if needed) or URI@DIGEST (s3://b/train@sha256:...).")
 @click.option("--tokenizer", metavar="PATH", help="Tokenizer file or directory (added if needed).")
