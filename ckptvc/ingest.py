@@ -140,8 +140,15 @@ class Ingester:
                 current = db.stored_size(pid) or 0
             proven = False
             if width == codecs.SPLIT_WIDTH and len(n_raw) % codecs.SPLIT_WIDTH == 0:
-                enc, p_raw = self._split_delta(pid, nid, n_raw)
+                enc, p_raw, sparse = self._split_delta(pid, nid, n_raw)
                 proven = p_raw is None
+                if sparse:
+                    # most elements unchanged: a whole-element delta may be far smaller
+                    if p_raw is None:
+                        p_raw = db.get_raw(pid)
+                    alt = codecs.encode_delta(p_raw, n_raw, nid, 0, width, self.policy.compression_level)
+                    if alt is not None and alt.size < enc.size:
+                        enc, proven = alt, False
             else:
                 p_raw = db.get_raw(pid)
                 enc = codecs.encode_delta(p_raw, n_raw, nid, 0, width, self.policy.compression_level)
@@ -167,9 +174,11 @@ class Ingester:
             db.replace_encoded(pid, enc, len(n_raw))
         return current - new_size
 
-    def _split_delta(self, pid: str, nid: str, n_raw: bytes | memoryview) -> tuple[codecs.Encoded, bytes | memoryview | None]:
-        """The parent as a SPLIT_SUB delta against the new chunk, and the parent's raw
-        content when it had to be decoded (the caller checks the new form against it).
+    def _split_delta(self, pid: str, nid: str,
+                     n_raw: bytes | memoryview) -> tuple[codecs.Encoded, bytes | memoryview | None, bool]:
+        """The parent as a SPLIT_SUB delta against the new chunk, the parent's raw
+        content when it had to be decoded (the caller checks the new form against it),
+        and whether most elements are unchanged (codecs.mostly_unchanged).
         A parent stored as width-4 planes gives its two low planes as they are (they
         are the LO part, byte for byte, already behind the stored form's checksum) and
         its two high planes decoded: then only the HI part is new, and it is checked
@@ -178,6 +187,7 @@ class Ingester:
         env = envelope.unpack(self.objdb.read_stored(pid), where, check=False)  # read_stored checked it
         level = self.policy.compression_level
         n_top = codecs.top16(n_raw)
+        n_low = np.frombuffer(n_raw, dtype=np.uint8)[:: codecs.SPLIT_WIDTH]
         if env.codec == codecs.PLANES and env.params == bytes([codecs.SPLIT_WIDTH]):
             lo_part = codecs.low_planes_part(env.payload, env.raw_size, where)
             p_top = codecs.top16_of_planes(env.payload, env.raw_size, where)
@@ -185,9 +195,12 @@ class Ingester:
             if not codecs.split_hi_decodes_to(enc, p_top, n_top, where):
                 # a codec bug must never cost data: keep the old form
                 raise CkptvcError(f"{where}: delta re-coding failed its check; nothing was changed")
-            return enc, None
+            p_low = codecs.low_bytes_of_planes(env.payload, env.raw_size, where)
+            return enc, None, codecs.mostly_unchanged(p_low, n_low)
         p_raw = self.objdb.get_raw(pid)
-        return codecs.encode_split(None, p_raw, codecs.top16(p_raw), n_top, nid, 0, level), p_raw
+        p_low = np.frombuffer(p_raw, dtype=np.uint8)[:: codecs.SPLIT_WIDTH]
+        enc = codecs.encode_split(None, p_raw, codecs.top16(p_raw), n_top, nid, 0, level)
+        return enc, p_raw, codecs.mostly_unchanged(p_low, n_low)
 
     # ------------------------------------------------------------ one file
 

@@ -424,3 +424,30 @@ def test_a_neighbour_with_other_tensors_is_no_base(workdir):
     assert second > first * 0.9 and cache_bytes(workdir) > before + first * 0.9  # stored on its own
     for name in ("a.safetensors", "b.safetensors"):
         _restore_and_compare(workdir, name, (workdir / name).read_bytes())
+
+
+def test_sparse_update_is_coded_as_a_whole_element_delta(workdir):
+    """When a step changes only some elements (a sparse update: embedding rows of the
+    tokens seen), the rest are bit-identical: the old version becomes a small XOR
+    delta, not a split delta that keeps every low half."""
+    rng = np.random.default_rng(11)
+    v1 = {f"emb{i}": (rng.standard_normal((1024, 256)) * 0.02).astype(np.float32) for i in range(3)}
+    v2 = {}
+    for name, a in v1.items():
+        b = a.copy()
+        rows = rng.choice(a.shape[0], a.shape[0] // 50, replace=False)  # 2% of the rows move
+        b[rows] += (rng.standard_normal((len(rows), a.shape[1])) * 1e-4).astype(np.float32)
+        v2[name] = b
+    p = workdir / "m.safetensors"
+    write_safetensors(p, v1)
+    want_v1 = p.read_bytes()
+    with Repo.open(workdir) as repo:
+        first = repo.add([p])[0].new_bytes
+        repo.commit("v1")
+        write_safetensors(p, v2)
+        second = repo.add([p])[0].new_bytes
+    assert second < first * 0.2, (first, second)
+    _restore_and_compare(workdir, "m.safetensors", p.read_bytes())
+    with Repo.open(workdir) as repo:
+        repo.checkout("HEAD", force=True)
+    assert p.read_bytes() == want_v1  # the old version, decoded from its XOR delta

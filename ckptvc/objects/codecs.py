@@ -416,6 +416,27 @@ def _plane_bytes(view: memoryview, mode: int, n: int, where: str) -> np.ndarray:
     return np.frombuffer(plane, dtype=np.uint8)
 
 
+def low_bytes_of_planes(payload: Buffer, raw_size: int, where: str) -> np.ndarray:
+    """The lowest byte of each element (plane 0) of a width-4 PLANES payload: a view
+    when the plane is stored raw, as near-random low mantissa bytes are."""
+    mode, off, length = planes_table(payload, 4, where)[0]
+    return _plane_bytes(memoryview(payload)[off : off + length], mode, raw_size // 4, where)
+
+
+# One element in this many is compared to tell a sparse change from a dense one.
+_SPARSE_STRIDE = 61
+
+
+def mostly_unchanged(low_a: np.ndarray, low_b: np.ndarray) -> bool:
+    """Whether most elements of two float32 chunks are bit-identical, judged on the
+    lowest byte of a sample of them. After a dense training step the low mantissa
+    bytes are close to random (equal 1 time in 256); a change confined to some rows or
+    elements (a sparse update) leaves the rest identical, and then a whole-element
+    XOR delta, mostly zeros, beats a split delta that keeps every low half."""
+    a, b = low_a[::_SPARSE_STRIDE], low_b[::_SPARSE_STRIDE]
+    return len(a) > 0 and np.count_nonzero(a == b) * 2 > len(a)
+
+
 def top16_of_planes(payload: Buffer, raw_size: int, where: str, first_plane: int = 0) -> np.ndarray:
     """The high 16 bits of each element from a width-4 PLANES payload without decoding
     its low planes. `payload` may start at plane `first_plane` (a partial read)."""
