@@ -31,7 +31,7 @@ from ckptvc.ids import hash_bytes
 from ckptvc.objects.manifest import FileEntry, Manifest, check_relative_path
 from ckptvc.objects.objectdb import ObjectDB
 from ckptvc.parallel import default_jobs
-from ckptvc.pointer import Pointer, pointer_path_for, read_pointer
+from ckptvc.pointer import Pointer, artifact_path_for, pointer_path_for, read_pointer
 from ckptvc.progress import NULL_PROGRESS, Progress
 from ckptvc.state import FileStamp, StateDB
 from ckptvc.stores.base import Store
@@ -128,6 +128,18 @@ def dir_digest(files: list[FileEntry]) -> str:
     """A directory artifact's blake3: of its sorted (path, size, blake3) list."""
     listing = [[f.path, f.size, f.blake3] for f in sorted(files, key=lambda f: f.path)]
     return hash_bytes(json.dumps(listing, separators=(",", ":")).encode())
+
+
+def _written(p: Path, files: list[Path] | None = None) -> int:
+    """When an artifact was last written: the newest mtime (ns) of its files (those of
+    directory `p`, or `files`); 0 when none can be read."""
+    if files is None:
+        files = [p] if not p.is_dir() else [f for f in p.rglob("*") if f.is_file() and not f.name.endswith(".ckpt")]
+    newest = 0
+    for f in files:
+        with contextlib.suppress(OSError):
+            newest = max(newest, f.stat().st_mtime_ns)
+    return newest
 
 
 class Repo:
@@ -371,9 +383,15 @@ class Repo:
         if config_data is not None:
             oid = md.put_meta_object(self.root, config_data[1])
             user["config"] = {"path": config_data[0], "blake3": oid, "size": len(config_data[1])}
-        added_here: list[tuple[str, dict[str, FileEntry]]] = []  # (kind, files) of this call's adds
-        for p in targets:
-            results.append(self._add_one(p, ingester, db, parent_files, meta or {}, auto, user, added_here))
+        # (kind, files, when written) of what this call has stored, for delta bases. The
+        # oldest artifact goes first: each one's base is then the one written before it,
+        # and the newest ends standalone (a glob gives step-1000 before step-200)
+        added_here: list[tuple[str, dict[str, FileEntry], int]] = []
+        order = sorted(range(len(targets)), key=lambda i: _written(targets[i])) if len(targets) > 1 else [0]
+        done: dict[int, AddedArtifact] = {}
+        for i in order:
+            done[i] = self._add_one(targets[i], ingester, db, parent_files, meta or {}, auto, user, added_here)
+        results.extend(done[i] for i in range(len(targets)))
         return results
 
     def _input_path(self, raw: str, role: str) -> Path:
@@ -452,7 +470,7 @@ class Repo:
 
     def _add_one(self, p: Path, ingester, db: ObjectDB, parent_files: dict[str, FileEntry] | None,
                  meta: dict, auto: dict | None = None, user: dict | None = None,
-                 added_here: list[tuple[str, dict[str, FileEntry]]] | None = None) -> AddedArtifact:
+                 added_here: list[tuple[str, dict[str, FileEntry], int]] | None = None) -> AddedArtifact:
         rel = self._rel(p)
         pf = pointer_path_for(p)
         user = user or {}
@@ -471,7 +489,8 @@ class Repo:
 
             total = sum(fp.stat().st_size for fp, _ in file_list)
             if total >= MIN_BASE_BYTES:
-                parent_files = find_delta_base(file_list, self._base_candidates(p, kind, total, db, added_here or []))
+                candidates = self._base_candidates(p, kind, total, _written(p), db, added_here or [])
+                parent_files = find_delta_base(file_list, candidates)
         files: list[FileEntry] = []
         new_bytes = 0
         state = self.state
@@ -493,7 +512,7 @@ class Repo:
         manifest = Manifest(kind, files)
         mid = db.put_manifest(manifest)
         if added_here is not None:
-            added_here.append((kind, {fe.path: fe for fe in files}))
+            added_here.append((kind, {fe.path: fe for fe in files}, _written(p)))
         for (fp, _), fe in zip(file_list, files, strict=True):
             state.mark_saved(self._rel(fp), fe.blake3, mid)
             state.record(self._rel(fp), FileStamp.of(fp.stat()), fe.blake3,
@@ -520,28 +539,34 @@ class Repo:
         add_to_gitignore(self.root, p)
         return AddedArtifact(rel, self._rel(pf), manifest.size, new_bytes, False, digest)
 
-    def _base_candidates(self, p: Path, kind: str, size: int, db: ObjectDB,
-                         added_here: list[tuple[str, dict[str, FileEntry]]]) -> Iterator[dict[str, FileEntry]]:
+    def _base_candidates(self, p: Path, kind: str, size: int, written: int, db: ObjectDB,
+                         added_here: list[tuple[str, dict[str, FileEntry], int]]) -> Iterator[dict[str, FileEntry]]:
         """Tracked artifacts of `kind` and about `size` bytes that may share the layout of
         the new one at `p`, likeliest first: what this add stored before it (newest
         first), then the pointers beside it and those of its name in sibling
         directories (runs/step-2000/model.safetensors beside runs/step-1000/...),
-        newest pointer first."""
+        newest pointer first. None written after `p` (by its files' mtimes): the base
+        is re-coded as a delta, and a later checkpoint must stay the quick one to
+        restore."""
         from ckptvc.delta_base import sibling_pointers
 
         def near(n: int) -> bool:
             return size // 2 <= n <= size * 2
 
-        for k, files in reversed(added_here):
-            if k == kind and near(sum(f.size for f in files.values())):
+        for k, files, when in reversed(added_here):
+            if k == kind and when <= written and near(sum(f.size for f in files.values())):
                 yield files
         for pf in sibling_pointers(p, self.root):
             try:
                 ptr = read_pointer(pf)
-                if ptr.kind == kind and near(ptr.size):
-                    yield {f.path: f for f in db.get_manifest(ptr.manifest).files}
+                if ptr.kind != kind or not near(ptr.size):
+                    continue
+                files = {f.path: f for f in db.get_manifest(ptr.manifest).files}
             except (CkptvcError, OSError):
                 continue  # a broken neighbour is no base; it is not ours to report here
+            art = artifact_path_for(pf)
+            if _written(art, [art / f for f in files] if kind == "dir" else [art]) <= written:
+                yield files
 
     def _auto_meta(self, file_list: list[tuple[Path, str]], kind: str, files: list[FileEntry], auto: dict) -> dict:
         """Facts captured at add (metadata schema 1): no tensor data is read except

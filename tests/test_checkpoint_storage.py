@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import struct
 import sys
@@ -451,3 +452,31 @@ def test_sparse_update_is_coded_as_a_whole_element_delta(workdir):
     with Repo.open(workdir) as repo:
         repo.checkout("HEAD", force=True)
     assert p.read_bytes() == want_v1  # the old version, decoded from its XOR delta
+
+
+def _depths(repo, name: str) -> set[int]:
+    db = repo.objectdb(False)
+    (art,) = [t for t in repo.tracked() if t.path == name]
+    # the tensors' chunks (the header's is the same in every version)
+    return {db.info(c.id).depth for c in db.get_manifest(art.pointer.manifest).files[0].chunks if c.size >= 1 << 20}
+
+
+@pytest.mark.parametrize("how", ["one_add_in_any_order", "newest_added_first"])
+def test_the_newest_checkpoint_never_becomes_a_delta_of_an_older_one(workdir, how):
+    """Deltas point backwards: whatever order paths are given or added in, the
+    checkpoint written last (by mtime) stays standalone, quick to restore."""
+    series = _small_step_series(3)
+    names = [f"run/step-{k}.safetensors" for k in range(3)]
+    (workdir / "run").mkdir()
+    for k, (name, tensors) in enumerate(zip(names, series, strict=True)):
+        write_safetensors(workdir / name, tensors)
+        os.utime(workdir / name, ns=(1_700_000_000_000_000_000 + k * 10**9,) * 2)
+    with Repo.open(workdir) as repo:
+        if how == "one_add_in_any_order":
+            repo.add([workdir / n for n in (names[2], names[0], names[1])])
+            assert _depths(repo, names[0]) == {1} and _depths(repo, names[1]) == {1}  # older: deltas
+        else:
+            for n in reversed(names):
+                repo.add([workdir / n])
+            assert _depths(repo, names[0]) == {0} and _depths(repo, names[1]) == {0}  # no newer base
+        assert _depths(repo, names[2]) == {0}
