@@ -480,3 +480,17 @@ def test_the_newest_checkpoint_never_becomes_a_delta_of_an_older_one(workdir, ho
                 repo.add([workdir / n])
             assert _depths(repo, names[0]) == {0} and _depths(repo, names[1]) == {0}  # no newer base
         assert _depths(repo, names[2]) == {0}
+
+
+def test_a_broken_neighbour_pointer_does_not_stop_an_add(workdir):
+    series = _small_step_series(2)
+    (workdir / "run").mkdir()
+    write_safetensors(workdir / "run/step-0.safetensors", series[0])
+    (workdir / "run/notes.bin.ckpt").write_text("<<<<<<< HEAD\nnot a pointer\n")
+    (workdir / "run/gone.safetensors.ckpt").write_bytes((workdir / "run/step-0.safetensors").read_bytes()[:100])
+    with Repo.open(workdir) as repo:
+        repo.add([workdir / "run/step-0.safetensors"])
+        write_safetensors(workdir / "run/step-1.safetensors", series[1])
+        (added,) = repo.add([workdir / "run/step-1.safetensors"])
+    assert added.new_bytes > 0
+    _restore_and_compare(workdir, "run/step-1.safetensors", (workdir / "run/step-1.safetensors").read_bytes())
