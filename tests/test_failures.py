@@ -259,6 +259,25 @@ def test_add_outside_repository_is_refused(workdir, cli, path):
     assert r.exit_code == 2 and "outside the repository" in r.output
 
 
+@pytest.mark.parametrize("where", ["bare", "no_git", "bare_subdir"])
+def test_commands_outside_a_work_tree_are_one_line(tmp_path, cli, monkeypatch, where):
+    from dulwich import porcelain
+
+    d = tmp_path / "x"
+    if where.startswith("bare"):
+        porcelain.init(str(d), bare=True)
+        if where == "bare_subdir":
+            d = d / "refs"
+    else:
+        d.mkdir()
+        if any((p / ".git").exists() for p in d.parents):
+            pytest.skip("the temp directory is inside a git work tree")
+    monkeypatch.chdir(d)
+    r = cli("status", ok=False)
+    want = "a bare git repository has no work tree" if where.startswith("bare") else "not inside a git work tree"
+    assert r.exit_code == 2 and want in r.output and "Traceback" not in r.output
+
+
 def test_kill_during_checkout_leaves_a_temp_that_a_later_checkout_deletes(workdir):
     """kill -9 mid-restore: the workspace file is the old one, and the hidden temp file
     it leaves (as large as the artifact) is deleted by the next checkout into that
