@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import struct
 import sys
 import types
@@ -411,6 +412,28 @@ def test_checkpoints_at_new_paths_are_deltas_against_a_neighbour(workdir, layout
     assert all(b < first * 0.75 for b in later), new_bytes  # each older one became a delta
     for name in names:
         _restore_and_compare(workdir, name, want[name])
+
+
+def test_sharded_checkpoint_folders_at_new_paths_are_deltas_against_a_neighbour(workdir):
+    """checkpoint-N/ folders, each one artifact of two shards: the shards pair with the
+    same-named shards of the previous folder."""
+    series = _small_step_series(2)
+    dirs = ["run/checkpoint-0", "run/checkpoint-1"]
+    for d, tensors in zip(dirs, series, strict=True):
+        names = sorted(tensors)
+        (workdir / d).mkdir(parents=True)
+        write_safetensors(workdir / d / "model-00001-of-00002.safetensors", {n: tensors[n] for n in names[:2]})
+        write_safetensors(workdir / d / "model-00002-of-00002.safetensors", {n: tensors[n] for n in names[2:]})
+    want = {p: p.read_bytes() for d in dirs for p in sorted((workdir / d).iterdir())}
+    with Repo.open(workdir) as repo:
+        first = repo.add([workdir / dirs[0]])[0].new_bytes
+        second = repo.add([workdir / dirs[1]])[0].new_bytes
+    assert second < first * 0.75, (first, second)
+    for d in dirs:
+        shutil.rmtree(workdir / d)
+    with Repo.open(workdir) as repo:
+        repo.checkout(paths=dirs)
+    assert all(p.read_bytes() == data for p, data in want.items())
 
 
 def test_a_neighbour_with_other_tensors_is_no_base(workdir):
