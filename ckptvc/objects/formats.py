@@ -106,7 +106,7 @@ TORCH_STORAGE_DTYPE = {
     "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8",
     "ByteStorage": "U8", "BoolStorage": "BOOL",
 }
-MAX_TORCH_PICKLE = 16 << 20
+MAX_TORCH_PICKLE = 4 << 20  # real ones are KBs; the opcode walk is pure Python
 _PICKLE_STRINGS = {"BINUNICODE", "SHORT_BINUNICODE", "UNICODE", "BINUNICODE8", "BINSTRING", "SHORT_BINSTRING",
                    "STRING"}
 
