@@ -44,8 +44,9 @@ def _pieces(fp: Path, size: int) -> tuple[str, set[tuple[str, int]] | None]:
 def find_delta_base(file_list: list[tuple[Path, str]],
                     candidates: Iterable[dict[str, FileEntry]]) -> dict[str, FileEntry] | None:
     """The first candidate (entry path -> file of a tracked version) that shares at
-    least MIN_SHARED of the bytes of `file_list` (a new artifact's files), or None. A tensor file shares the ranges whose name and size the base's chunks have;
-    an opaque file all of itself when the base's file has its size."""
+    least MIN_SHARED of the bytes of `file_list` (a new artifact's files), or None. A
+    tensor file shares the ranges whose name and size the base's chunks have; an
+    opaque file all of itself when the base's file has its size."""
     wanted: list[tuple[str, int, str, set[tuple[str, int]] | None]] = []
     total = 0
     for fp, entry in file_list:

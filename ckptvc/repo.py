@@ -15,7 +15,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,11 +130,9 @@ def dir_digest(files: list[FileEntry]) -> str:
     return hash_bytes(json.dumps(listing, separators=(",", ":")).encode())
 
 
-def _written(p: Path, files: list[Path] | None = None) -> int:
-    """When an artifact was last written: the newest mtime (ns) of its files (those of
-    directory `p`, or `files`); 0 when none can be read."""
-    if files is None:
-        files = [p] if not p.is_dir() else [f for f in p.rglob("*") if f.is_file() and not f.name.endswith(".ckpt")]
+def _written(files: Iterable[Path]) -> int:
+    """When an artifact was last written: the newest mtime (ns) of its files; 0 when
+    none can be read."""
     newest = 0
     for f in files:
         with contextlib.suppress(OSError):
@@ -387,7 +385,8 @@ class Repo:
         # oldest artifact goes first: each one's base is then the one written before it,
         # and the newest ends standalone (a glob gives step-1000 before step-200)
         added_here: list[tuple[str, dict[str, FileEntry], int]] = []
-        order = sorted(range(len(targets)), key=lambda i: _written(targets[i])) if len(targets) > 1 else [0]
+        order = sorted(range(len(targets)), key=lambda i: _written(fp for fp, _ in self._files_of(targets[i]))) \
+            if len(targets) > 1 else [0]
         done: dict[int, AddedArtifact] = {}
         for i in order:
             done[i] = self._add_one(targets[i], ingester, db, parent_files, meta or {}, auto, user, added_here)
@@ -484,12 +483,13 @@ class Repo:
                 parent_files = None
         file_list = self._files_of(p)
         kind = "file" if p.is_file() else "dir"
+        written = _written(fp for fp, _ in file_list)
         if parent_files is None and old is None:
             from ckptvc.delta_base import MIN_BASE_BYTES, find_delta_base
 
             total = sum(fp.stat().st_size for fp, _ in file_list)
             if total >= MIN_BASE_BYTES:
-                candidates = self._base_candidates(p, kind, total, _written(p), db, added_here or [])
+                candidates = self._base_candidates(p, kind, total, written, db, added_here or [])
                 parent_files = find_delta_base(file_list, candidates)
         files: list[FileEntry] = []
         new_bytes = 0
@@ -512,7 +512,7 @@ class Repo:
         manifest = Manifest(kind, files)
         mid = db.put_manifest(manifest)
         if added_here is not None:
-            added_here.append((kind, {fe.path: fe for fe in files}, _written(p)))
+            added_here.append((kind, {fe.path: fe for fe in files}, written))
         for (fp, _), fe in zip(file_list, files, strict=True):
             state.mark_saved(self._rel(fp), fe.blake3, mid)
             state.record(self._rel(fp), FileStamp.of(fp.stat()), fe.blake3,
@@ -565,7 +565,7 @@ class Repo:
             except (CkptvcError, OSError):
                 continue  # a broken neighbour is no base; it is not ours to report here
             art = artifact_path_for(pf)
-            if _written(art, [art / f for f in files] if kind == "dir" else [art]) <= written:
+            if _written([art / f for f in files] if kind == "dir" else [art]) <= written:
                 yield files
 
     def _auto_meta(self, file_list: list[tuple[Path, str]], kind: str, files: list[FileEntry], auto: dict) -> dict:
