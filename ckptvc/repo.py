@@ -381,10 +381,10 @@ class Repo:
         if config_data is not None:
             oid = md.put_meta_object(self.root, config_data[1])
             user["config"] = {"path": config_data[0], "blake3": oid, "size": len(config_data[1])}
-        # (kind, files, when written) of what this call has stored, for delta bases. The
+        # (path, kind, files, when written) of what this call has stored, for delta bases. The
         # oldest artifact goes first: each one's base is then the one written before it,
         # and the newest ends standalone (a glob gives step-1000 before step-200)
-        added_here: list[tuple[str, dict[str, FileEntry], int]] = []
+        added_here: list[tuple[Path, str, dict[str, FileEntry], int]] = []
         order = sorted(range(len(targets)), key=lambda i: _written(fp for fp, _ in self._files_of(targets[i]))) \
             if len(targets) > 1 else [0]
         done: dict[int, AddedArtifact] = {}
@@ -469,7 +469,7 @@ class Repo:
 
     def _add_one(self, p: Path, ingester, db: ObjectDB, parent_files: dict[str, FileEntry] | None,
                  meta: dict, auto: dict | None = None, user: dict | None = None,
-                 added_here: list[tuple[str, dict[str, FileEntry], int]] | None = None) -> AddedArtifact:
+                 added_here: list[tuple[Path, str, dict[str, FileEntry], int]] | None = None) -> AddedArtifact:
         rel = self._rel(p)
         pf = pointer_path_for(p)
         user = user or {}
@@ -512,7 +512,7 @@ class Repo:
         manifest = Manifest(kind, files)
         mid = db.put_manifest(manifest)
         if added_here is not None:
-            added_here.append((kind, {fe.path: fe for fe in files}, written))
+            added_here.append((p, kind, {fe.path: fe for fe in files}, written))
         for (fp, _), fe in zip(file_list, files, strict=True):
             state.mark_saved(self._rel(fp), fe.blake3, mid)
             state.record(self._rel(fp), FileStamp.of(fp.stat()), fe.blake3,
@@ -540,7 +540,7 @@ class Repo:
         return AddedArtifact(rel, self._rel(pf), manifest.size, new_bytes, False, digest)
 
     def _base_candidates(self, p: Path, kind: str, size: int, written: int, db: ObjectDB,
-                         added_here: list[tuple[str, dict[str, FileEntry], int]]) -> Iterator[dict[str, FileEntry]]:
+                         added_here: list[tuple[Path, str, dict[str, FileEntry], int]]) -> Iterator[dict[str, FileEntry]]:
         """Tracked artifacts of `kind` and about `size` bytes that may share the layout of
         the new one at `p`, likeliest first: what this add stored before it (newest
         first), then the pointers beside it and those of its name in sibling
@@ -553,10 +553,13 @@ class Repo:
         def near(n: int) -> bool:
             return size // 2 <= n <= size * 2
 
-        for k, files, when in reversed(added_here):
+        for _, k, files, when in reversed(added_here):
             if k == kind and when <= written and near(sum(f.size for f in files.values())):
                 yield files
+        seen = {path for path, *_ in added_here}  # judged above, from memory
         for pf in sibling_pointers(p, self.root):
+            if artifact_path_for(pf) in seen:
+                continue
             try:
                 ptr = read_pointer(pf)
                 if ptr.kind != kind or not near(ptr.size):
