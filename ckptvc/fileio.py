@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
-import sys
 from typing import BinaryIO
 
-_fallocate = None
-if sys.platform.startswith("linux"):
-    try:
-        _fallocate = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).fallocate
-        _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-        _fallocate.restype = ctypes.c_int
-    except (OSError, AttributeError):
-        _fallocate = None
+from ckptvc.libc import libc
+
+_fallocate = getattr(libc(), "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    _fallocate.restype = ctypes.c_int
 
 
 def reserve(fd: int, size: int, path: str | os.PathLike[str] | None = None) -> None:

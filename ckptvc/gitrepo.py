@@ -48,8 +48,14 @@ class GitRepo:
 
             try:
                 self._repo = DulwichRepo(str(self.root))
-            except NotGitRepository as exc:
-                raise NotARepositoryError(f"{self.root}: not a usable git repository ({exc})") from None
+            except (NotGitRepository, ValueError, OSError) as exc:
+                # an empty .git, a .git file not naming a git dir ("gitdir: ..."), one
+                # naming a missing dir
+                raise NotARepositoryError(f"{self.root / '.git'}: not a usable git repository ({exc})") from None
+            if not os.path.isdir(self._repo.controldir()):
+                # dulwich takes a .git file naming a missing directory at its word
+                raise NotARepositoryError(f"{self.root / '.git'}: names {self._repo.controldir()}, which is not "
+                                          "a directory")
             if self._repo.bare:
                 raise NotARepositoryError(f"{self.root}: a bare git repository has no work tree")
         return self._repo

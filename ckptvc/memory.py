@@ -10,9 +10,7 @@ buffers in flight are bounded by the pipeline window either way.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
+from ckptvc.libc import libc
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -21,13 +19,11 @@ _done = False
 
 def tune_allocator() -> None:
     global _done
-    if _done or not sys.platform.startswith("linux"):
+    if _done:
         return
     _done = True
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return  # not glibc (musl, ...): nothing to tune
+    mallopt = getattr(libc(), "mallopt", None)
+    if mallopt is None:
+        return  # not Linux, or not glibc (musl, ...): nothing to tune
     mallopt(_M_MMAP_THRESHOLD, 64 << 20)
     mallopt(_M_TRIM_THRESHOLD, 128 << 20)

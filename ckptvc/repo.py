@@ -160,6 +160,7 @@ class Repo:
     @classmethod
     def init(cls, path: str | os.PathLike[str] = ".", remote_url: str | None = None) -> Repo:
         git = GitRepo.discover(path)
+        controldir = Path(git.repo.controldir())  # a broken .git fails here, before anything is made
         d = git.root / CKPTVC_DIR
         d.mkdir(exist_ok=True)
         for sub in ("cache", "state", "tmp"):
@@ -176,7 +177,7 @@ class Repo:
             repo.remote_add("origin", remote_url, default=True)
         from ckptvc.hooks import install_pre_push
 
-        repo.hook_action = install_pre_push(Path(git.repo.controldir()))
+        repo.hook_action = install_pre_push(controldir)
         return repo
 
     @classmethod
@@ -385,11 +386,12 @@ class Repo:
         # oldest artifact goes first: each one's base is then the one written before it,
         # and the newest ends standalone (a glob gives step-1000 before step-200)
         added_here: list[tuple[Path, str, dict[str, FileEntry], int]] = []
-        order = sorted(range(len(targets)), key=lambda i: _written(fp for fp, _ in self._files_of(targets[i]))) \
-            if len(targets) > 1 else [0]
+        listed = [self._files_of(p) for p in targets]
+        order = sorted(range(len(targets)), key=lambda i: _written(fp for fp, _ in listed[i]))
         done: dict[int, AddedArtifact] = {}
         for i in order:
-            done[i] = self._add_one(targets[i], ingester, db, parent_files, meta or {}, auto, user, added_here)
+            done[i] = self._add_one(targets[i], ingester, db, parent_files, meta or {}, auto, user, added_here,
+                                    listed[i])
         results.extend(done[i] for i in range(len(targets)))
         return results
 
@@ -469,7 +471,8 @@ class Repo:
 
     def _add_one(self, p: Path, ingester, db: ObjectDB, parent_files: dict[str, FileEntry] | None,
                  meta: dict, auto: dict | None = None, user: dict | None = None,
-                 added_here: list[tuple[Path, str, dict[str, FileEntry], int]] | None = None) -> AddedArtifact:
+                 added_here: list[tuple[Path, str, dict[str, FileEntry], int]] | None = None,
+                 file_list: list[tuple[Path, str]] | None = None) -> AddedArtifact:
         rel = self._rel(p)
         pf = pointer_path_for(p)
         user = user or {}
@@ -481,7 +484,8 @@ class Repo:
                 parent_files = {f.path: f for f in db.get_manifest(old.manifest).files}
             except CkptvcError:
                 parent_files = None
-        file_list = self._files_of(p)
+        if file_list is None:
+            file_list = self._files_of(p)
         kind = "file" if p.is_file() else "dir"
         written = _written(fp for fp, _ in file_list)
         if parent_files is None and old is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,19 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict
         for b in blobs:
             f.write(b)
     return path
+
+
+def torch_like_zip(path: Path, storages: dict[str, bytes] | list, root: str = "archive") -> None:
+    """The layout torch.save writes: a zip whose storages (bytes, or arrays listed in
+    key order) are stored uncompressed under ROOT/data/, ROOT being the folder torch
+    names after the file."""
+    if isinstance(storages, list):
+        storages = {str(i): s.tobytes() for i, s in enumerate(storages)}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr(f"{root}/data.pkl", b"\x80\x02}q\x00." + bytes(100))
+        zf.writestr(f"{root}/version", b"3\n")
+        for key, data in storages.items():
+            zf.writestr(f"{root}/data/{key}", data)
 
 
 def training_series(n: int, seed: int = 0, scale: int = 1) -> list[dict[str, np.ndarray]]:

@@ -11,11 +11,10 @@ import shutil
 import struct
 import sys
 import types
-import zipfile
 
 import numpy as np
 import pytest
-from conftest import cache_bytes, training_series, write_safetensors
+from conftest import cache_bytes, torch_like_zip, training_series, write_safetensors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,16 +138,6 @@ def test_random_bytes_never_crash_format_detection(tmp_path, data, prefix):
     detect_layout(p, len(prefix + data))  # returns a layout or None, never raises
 
 
-def _torch_like_zip(path, storages: list[np.ndarray], root: str = "archive") -> None:
-    """The layout torch.save writes: a zip whose storages are stored uncompressed, in a
-    folder that torch names after the file."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr(f"{root}/data.pkl", b"\x80\x02}q\x00." + bytes(100))
-        zf.writestr(f"{root}/version", b"3\n")
-        for i, s in enumerate(storages):
-            zf.writestr(f"{root}/data/{i}", s.tobytes())
-
-
 def test_torch_zip_saved_under_new_names_still_deltas_against_its_parent(workdir):
     """torch.save("ckpt-001.pt") puts its storages under ckpt-001/data/: a series saved
     under changing names must still pair each storage with the parent's."""
@@ -158,9 +147,9 @@ def test_torch_zip_saved_under_new_names_still_deltas_against_its_parent(workdir
     v2 = [(a * (1 + rng.standard_normal(a.size) * 1e-4)).astype(np.float32) for a in v1]
     p = workdir / "model.pt"
     with Repo.open(workdir) as repo:
-        _torch_like_zip(p, v1, "ckpt-000")
+        torch_like_zip(p, v1, "ckpt-000")
         first = repo.add([p])[0].new_bytes
-        _torch_like_zip(p, v2, "ckpt-001")
+        torch_like_zip(p, v2, "ckpt-001")
         second = repo.add([p])[0].new_bytes
     assert second < first * 0.75, (first, second)  # the parent became a delta (its high halves)
     _restore_and_compare(workdir, "model.pt", p.read_bytes())
@@ -212,12 +201,12 @@ def test_hostile_torch_pickle_never_crashes(data, cut):
 def test_torch_zip_is_chunked_per_storage_and_dedups_frozen_ones(workdir):
     series = training_series(2, scale=4)
     p = workdir / "model.pt"
-    _torch_like_zip(p, list(series[0].values()))
+    torch_like_zip(p, list(series[0].values()))
     layout = detect_layout(p, p.stat().st_size)
     assert layout is not None and layout.format == "torch" and len(layout.regions) == len(series[0])
     with Repo.open(workdir) as repo:
         first = repo.add([p])[0]
-        _torch_like_zip(p, list(series[1].values()))
+        torch_like_zip(p, list(series[1].values()))
         second = repo.add([p])[0]
         v2 = p.read_bytes()
     frozen = series[0]["model.frozen"].nbytes

@@ -278,6 +278,22 @@ def test_commands_outside_a_work_tree_are_one_line(tmp_path, cli, monkeypatch, w
     assert r.exit_code == 2 and want in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("dot_git", ["empty_dir", "garbage_file", "names_missing_dir"])
+def test_init_over_a_broken_dot_git_is_one_line_and_makes_nothing(tmp_path, cli, monkeypatch, dot_git):
+    d = tmp_path / "w"
+    d.mkdir()
+    missing = tmp_path / "gone" / "gitdir"
+    if dot_git == "empty_dir":
+        (d / ".git").mkdir()
+    else:
+        (d / ".git").write_text("not a pointer\n" if dot_git == "garbage_file" else f"gitdir: {missing}\n")
+    monkeypatch.chdir(d)
+    r = cli("init", ok=False)
+    assert r.exit_code == 2 and ".git" in r.output and "Traceback" not in r.output
+    assert sorted(p.name for p in d.iterdir()) == [".git"]  # nothing made
+    assert not missing.parent.exists()
+
+
 def test_kill_during_checkout_leaves_a_temp_that_a_later_checkout_deletes(workdir):
     """kill -9 mid-restore: the workspace file is the old one, and the hidden temp file
     it leaves (as large as the artifact) is deleted by the next checkout into that

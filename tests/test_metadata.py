@@ -8,12 +8,11 @@ import json
 import platform
 import sys
 import types
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import clone, training_series, write_safetensors
+from conftest import clone, torch_like_zip, training_series, write_safetensors
 from dulwich import porcelain
 
 import ckptvc
@@ -230,24 +229,16 @@ def test_large_safetensors_header_goes_to_a_metadata_object(workdir, cli):
     assert len((workdir / "m.safetensors.ckpt").read_bytes()) < 4096
 
 
-def _torch_like_zip(path: Path, storages: dict[str, bytes], root: str = "archive") -> None:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(f"{root}/data.pkl", b"\x80\x02}q\x00.")
-        for name, data in storages.items():
-            zf.writestr(f"{root}/data/{name}", data)
-        zf.writestr(f"{root}/version", b"3\n")
-
-
 def test_torch_zip_storages_get_a_table_and_diff(workdir, cli):
     rng = np.random.default_rng(1)
     a = {"0": rng.standard_normal(70_000).astype(np.float32).tobytes(), "1": b"\x01" * 4000}
-    _torch_like_zip(workdir / "m.pt", a)
+    torch_like_zip(workdir / "m.pt", a)
     cli("add", "m.pt")
     cli("commit", "-m", "a")
     t = _ptr(workdir, "m.pt").meta["tensors"]
     assert t["format"] == "torch" and t["storages"] == 2 and t["bytes"] == 284_000
     b = dict(a, **{"1": b"\x02" * 4000, "2": b"\x03" * 8})
-    _torch_like_zip(workdir / "m.pt", b, root="step-2")  # torch names the folder after the file
+    torch_like_zip(workdir / "m.pt", b, root="step-2")  # torch names the folder after the file
     cli("add", "m.pt")
     doc = json.loads(cli("diff", "m.pt@HEAD", "m.pt", "--json").output)["tensors"]
     assert [e["name"] for e in doc["added"]] == ["data/2"]
