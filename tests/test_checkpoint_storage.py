@@ -506,3 +506,30 @@ def test_a_broken_neighbour_pointer_does_not_stop_an_add(workdir):
         (added,) = repo.add([workdir / "run/step-1.safetensors"])
     assert added.new_bytes > 0
     _restore_and_compare(workdir, "run/step-1.safetensors", (workdir / "run/step-1.safetensors").read_bytes())
+
+
+@pytest.mark.parametrize("lost", ["manifest", "chunks"])
+def test_a_neighbour_missing_from_the_cache_is_no_base(workdir, lost):
+    """A fresh clone has its neighbours' pointers but not their objects until a pull:
+    the add stores the new checkpoint whole and changes nothing of the neighbour."""
+    from ckptvc.objects.objectdb import object_key
+
+    series = _small_step_series(2)
+    (workdir / "run").mkdir()
+    write_safetensors(workdir / "run/step-0.safetensors", series[0])
+    with Repo.open(workdir) as repo:
+        repo.add([workdir / "run/step-0.safetensors"])
+        (art,) = repo.tracked()
+        db = repo.objectdb(False)
+        chunks = [c.id for c in db.get_manifest(art.pointer.manifest).files[0].chunks]
+    gone = [art.pointer.manifest] if lost == "manifest" else chunks
+    for oid in gone:
+        (workdir / ".ckptvc" / "cache" / object_key(oid)).unlink()
+    write_safetensors(workdir / "run/step-1.safetensors", series[1])
+    with Repo.open(workdir) as repo:
+        (added,) = repo.add([workdir / "run/step-1.safetensors"])
+        db = repo.objectdb(False)
+        kept = [oid for oid in chunks if oid not in gone]
+        assert all(db.info(oid).depth == 0 for oid in kept)  # the neighbour was not re-coded
+    assert added.new_bytes > 0
+    _restore_and_compare(workdir, "run/step-1.safetensors", (workdir / "run/step-1.safetensors").read_bytes())
