@@ -562,7 +562,8 @@ class Repo:
                 yield files
         seen = {path for path, *_ in added_here}  # judged above, from memory
         for pf in sibling_pointers(p, self.root):
-            if artifact_path_for(pf) in seen:
+            art = artifact_path_for(pf)
+            if art in seen:
                 continue
             try:
                 ptr = read_pointer(pf)
@@ -571,7 +572,6 @@ class Repo:
                 files = {f.path: f for f in db.get_manifest(ptr.manifest).files}
             except (CkptvcError, OSError):
                 continue  # a broken neighbour is no base; it is not ours to report here
-            art = artifact_path_for(pf)
             if _written([art / f for f in files] if kind == "dir" else [art]) <= written:
                 yield files
 
