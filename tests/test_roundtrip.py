@@ -175,6 +175,39 @@ def test_all_commits_push_makes_every_version_restorable(workdir, cli, tmp_path)
         assert hash_bytes((dest / "m.bin").read_bytes()) == e.blake3
 
 
+def test_push_fetch_and_pull_of_one_path_move_only_that_artifact(workdir, cli, tmp_path):
+    """A run that saved checkpoints under their own names: one of them is pushed,
+    fetched and pulled by path, and nothing of the others moves."""
+    rng = np.random.default_rng(5)
+    payloads = {f"checkpoint-{k}": rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes() for k in (1, 2)}
+    for name, data in payloads.items():
+        (workdir / name).mkdir()
+        (workdir / name / "optimizer.pt").write_bytes(data)
+        cli("add", name)
+    cli("commit", "-m", "two checkpoints")
+    remote = workdir.parent / "remote"
+    assert "pushed" in cli("push", "checkpoint-2").output
+    with Repo.open(workdir) as repo:
+        statuses = {s.path: s for s in repo.status()[1]}
+    assert statuses["checkpoint-2"].on_remote and not statuses["checkpoint-1"].on_remote
+    cli("push")  # the rest, for the clone
+    dest = clone(workdir, tmp_path / "fresh")
+    os.chdir(dest)
+    before = sum(1 for _ in remote.rglob("*") if _.is_file())
+    cli("fetch", "checkpoint-1")
+    with Repo.open(dest) as repo:
+        cached = {s.path: s.in_cache for s in repo.status()[1]}
+    assert cached == {"checkpoint-1": True, "checkpoint-2": False}
+    out = cli("pull", "checkpoint-2").output
+    assert "restored   checkpoint-2" in out and "checkpoint-1" not in out
+    assert (dest / "checkpoint-2" / "optimizer.pt").read_bytes() == payloads["checkpoint-2"]
+    assert not (dest / "checkpoint-1").exists()
+    assert sum(1 for _ in remote.rglob("*") if _.is_file()) == before  # reads only
+    head = cli("pull", "HEAD").output  # a revision still works as the first argument
+    assert "restored   checkpoint-1" in head
+    assert (dest / "checkpoint-1" / "optimizer.pt").read_bytes() == payloads["checkpoint-1"]
+
+
 def test_commit_works_with_plain_git_add_too(workdir, cli):
     from dulwich import porcelain
 

@@ -334,60 +334,82 @@ def remote_remove(name: str) -> None:
 
 
 @main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-r", "--remote", "remote_name", help="Remote name (default: the default remote).")
 @click.option("--all-commits", is_flag=True, help="Every version reachable in git history, not only the workspace.")
 @handle_errors
-def push(remote_name: str | None, all_commits: bool) -> None:
+def push(paths: tuple[str, ...], remote_name: str | None, all_commits: bool) -> None:
     """Upload the objects of tracked artifacts that the remote lacks.
 
     \b
+    PATHS limits it to those artifacts (files or folders; default: every one).
     Example:
       ckptvc push
+      ckptvc push runs/checkpoint-500
       ckptvc push -r backup --all-commits
     """
     with open_repo() as repo:
         t0 = time.perf_counter()
-        name, stats = repo.push(remote_name, all_commits=all_commits)
+        name, stats = repo.push(remote_name, all_commits=all_commits, paths=list(paths) or None)
         dt = time.perf_counter() - t0
     out.line(f"pushed {stats.objects} objects ({human(stats.bytes)}) to {name} in {dt:.1f}s"
              + (f"; {stats.skipped} artifact versions already there" if stats.skipped else ""))
 
 
+def _rev_and_paths(repo, args: tuple[str, ...], rev: str | None) -> tuple[str | None, list[str] | None]:
+    """[REV] [PATH...] as checkout reads them: a first argument that names a tracked
+    path is a path, else a revision; --rev forces the revision."""
+    if rev is not None:
+        return rev, list(args) or None
+    rev, paths = repo.resolve_target(list(args))
+    return rev, paths or None
+
+
 @main.command()
-@click.argument("rev", required=False)
+@click.argument("args", nargs=-1)
+@click.option("--rev", help="Force the revision (when a path has the same name).")
 @click.option("-r", "--remote", "remote_name", help="Remote name (default: the default remote).")
 @click.option("--all-commits", is_flag=True, help="Every version reachable in git history.")
 @handle_errors
-def fetch(rev: str | None, remote_name: str | None, all_commits: bool) -> None:
+def fetch(args: tuple[str, ...], rev: str | None, remote_name: str | None, all_commits: bool) -> None:
     """Download missing objects into the cache (workspace untouched).
 
     \b
+    ARGS is [REV] [PATH...], read as checkout reads them.
     Example:
-      ckptvc fetch            # what the workspace pointers need
-      ckptvc fetch v1.2       # what tag v1.2 needs
+      ckptvc fetch                      # what the workspace pointers need
+      ckptvc fetch v1.2                 # what tag v1.2 needs
+      ckptvc fetch runs/checkpoint-500  # one artifact
     """
     with open_repo() as repo:
+        rev, paths = _rev_and_paths(repo, args, rev)
         t0 = time.perf_counter()
-        name, stats = repo.fetch(remote_name, rev, all_commits=all_commits)
+        name, stats = repo.fetch(remote_name, rev, paths, all_commits=all_commits)
         dt = time.perf_counter() - t0
     out.line(f"fetched {stats.objects} objects ({human(stats.bytes)}) from {name} in {dt:.1f}s")
 
 
 @main.command()
-@click.argument("rev", required=False)
+@click.argument("args", nargs=-1)
+@click.option("--rev", help="Force the revision (when a path has the same name).")
 @click.option("-r", "--remote", "remote_name", help="Remote name (default: the default remote).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite files with changes that are not added.")
 @handle_errors
-def pull(rev: str | None, remote_name: str | None, force: bool) -> None:
+def pull(args: tuple[str, ...], rev: str | None, remote_name: str | None, force: bool) -> None:
     """Fetch, then checkout.
 
     \b
+    ARGS is [REV] [PATH...], read as checkout reads them: only those artifacts'
+    objects are downloaded.
     Example:
       git clone ... && cd repo && ckptvc pull
+      ckptvc pull runs/checkpoint-500
+      ckptvc pull v1.2
     """
     with open_repo() as repo:
+        rev, paths = _rev_and_paths(repo, args, rev)
         t0 = time.perf_counter()
-        res = repo.pull(remote_name, rev, force=force)
+        res = repo.pull(remote_name, rev, paths, force=force)
         dt = time.perf_counter() - t0
     for p in res.restored:
         out.line(f"restored   {p}  (blake3 verified)")
