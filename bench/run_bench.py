@@ -47,6 +47,7 @@ DVC = str(BIN / "dvc")
 GIT = shutil.which("git") or "git"
 WORKLOADS = ("minilm", "big", "status")
 MODEL = "model.safetensors"
+MODEL_DIR = "model"  # a series of folder checkpoints (sharded) written over one path
 BIG = "big.bin"
 
 ENV = dict(os.environ)
@@ -227,20 +228,41 @@ _HASHES: dict[str, str] = {}
 
 
 def sha256(path: Path, memo: bool = False) -> str:
+    """A file's sha256; a folder's is that of its files' relative paths and sha256s.
+    A missing path has none (""), so it never matches a source."""
     key = str(path)
     if memo and key in _HASHES:
         return _HASHES[key]
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(path).as_posix()}\0{sha256(f)}\n".encode())
+        digest = h.hexdigest()
+    elif path.is_file():
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    else:
+        return ""
     if memo:
         _HASHES[key] = digest
     return digest
 
 
 def write_over(src: Path, dst: Path) -> None:
-    """What a trainer does: write the new checkpoint over the same path (same inode), then
-    sync so write-back is not charged to the tool measured next."""
-    shutil.copyfile(src, dst)
+    """What a trainer does: write the new checkpoint over the same path (a file over the
+    same inode; a folder's files each over its namesake, files it no longer has removed),
+    then sync so write-back is not charged to the tool measured next."""
+    if src.is_dir():
+        dst.mkdir(parents=True, exist_ok=True)
+        keep = {f.relative_to(src) for f in src.rglob("*") if f.is_file()}
+        for f in sorted(dst.rglob("*")):
+            if f.is_file() and f.relative_to(dst) not in keep:
+                f.unlink()
+        for rel in sorted(keep):
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / rel, dst / rel)
+    else:
+        shutil.copyfile(src, dst)
     os.sync()
 
 
@@ -276,8 +298,8 @@ class Tool:
     def init(self, repo: Path, remote: Path) -> None: ...
     def track(self, repo: Path, paths: list[str], msg: str) -> list[Run]: ...
     def push(self, repo: Path) -> Run: ...
-    def pull(self, repo: Path, force: bool = False) -> Run: ...
-    def checkout(self, repo: Path, force: bool = False) -> Run: ...
+    def pull(self, repo: Path, force: bool = False, paths: tuple[str, ...] = ()) -> Run: ...
+    def checkout(self, repo: Path, force: bool = False, paths: tuple[str, ...] = ()) -> Run: ...
     def status(self, repo: Path) -> Run: ...
     def status_clean(self, repo: Path, n: int) -> tuple[bool, str]: ...
     def cache_dir(self, repo: Path) -> Path: ...
@@ -298,11 +320,12 @@ class Ckptvc(Tool):
     def push(self, repo: Path) -> Run:
         return self.r.run([CKPTVC, "push", "--all-commits"], repo, "ckptvc push --all-commits")
 
-    def pull(self, repo: Path, force: bool = False) -> Run:
-        return self.r.run([CKPTVC, "pull", *(["--force"] if force else [])], repo, "ckptvc pull", check=False)
+    def pull(self, repo: Path, force: bool = False, paths: tuple[str, ...] = ()) -> Run:
+        return self.r.run([CKPTVC, "pull", *(["--force"] if force else []), *paths], repo, "ckptvc pull",
+                          check=False)
 
-    def checkout(self, repo: Path, force: bool = False) -> Run:
-        return self.r.run([CKPTVC, "checkout", *(["--force"] if force else [])], repo, "ckptvc checkout",
+    def checkout(self, repo: Path, force: bool = False, paths: tuple[str, ...] = ()) -> Run:
+        return self.r.run([CKPTVC, "checkout", *(["--force"] if force else []), *paths], repo, "ckptvc checkout",
                           check=False)
 
     def status(self, repo: Path) -> Run:
@@ -346,11 +369,12 @@ class Dvc(Tool):
     def push(self, repo: Path) -> Run:
         return self.r.run([DVC, "push", "--all-commits"], repo, "dvc push --all-commits")
 
-    def pull(self, repo: Path, force: bool = False) -> Run:
-        return self.r.run([DVC, "pull", *(["--force"] if force else [])], repo, "dvc pull", check=False)
+    def pull(self, repo: Path, force: bool = False, paths: tuple[str, ...] = ()) -> Run:
+        return self.r.run([DVC, "pull", *(["--force"] if force else []), *paths], repo, "dvc pull", check=False)
 
-    def checkout(self, repo: Path, force: bool = False) -> Run:
-        return self.r.run([DVC, "checkout", *(["--force"] if force else [])], repo, "dvc checkout", check=False)
+    def checkout(self, repo: Path, force: bool = False, paths: tuple[str, ...] = ()) -> Run:
+        return self.r.run([DVC, "checkout", *(["--force"] if force else []), *paths], repo, "dvc checkout",
+                          check=False)
 
     def status(self, repo: Path) -> Run:
         return self.r.run([DVC, "status"], repo, "dvc status")
@@ -394,10 +418,11 @@ class Bench:
         self.tools: list[Tool] = [Ckptvc(runner), Dvc(runner)]
 
     # restore with the tool's own command; if it refuses, record why and retry with --force
-    def _restore(self, tool: Tool, repo: Path, how: str, res: ToolResult, what: str) -> tuple[Run, bool]:
+    def _restore(self, tool: Tool, repo: Path, how: str, res: ToolResult, what: str,
+                 paths: tuple[str, ...] = ()) -> tuple[Run, bool]:
         fn = tool.pull if how == "pull" else tool.checkout
         res.restores += 1
-        r = fn(repo)
+        r = fn(repo, paths=paths)
         if r.ok:
             return r, False
         lines = (r.stderr_tail or r.stdout_tail).strip().splitlines()
@@ -405,14 +430,14 @@ class Bench:
         msg = f"'{' '.join([Path(r.cmd[0]).name, *r.cmd[1:]])}' failed (rc={r.rc}" + \
               (", timed out" if r.timed_out else "") + f"): {msg}"
         res.refusals.setdefault(msg, []).append(what)
-        r2 = fn(repo, force=True)
+        r2 = fn(repo, force=True, paths=paths)
         if not r2.ok:
             raise BenchError(f"{what}: {' '.join(r2.cmd)} --force failed too (rc={r2.rc}): "
                              f"{(r2.stderr_tail or r2.stdout_tail)[-800:]}")
         return r2, True
 
     def _verify(self, path: Path, expected: str, res: ToolResult, what: str) -> bool:
-        ok = path.is_file() and sha256(path) == expected
+        ok = sha256(path) == expected
         if not ok:
             res.notes.append(f"{what}: restored {path.name} is NOT byte-identical to the source")
         return ok
@@ -434,16 +459,21 @@ class Bench:
     # ------------------------------------------------------------------ minilm
 
     def minilm(self, tool: Tool, srcs: list[Path], res: ToolResult) -> None:
+        """The series, each checkpoint written over one path (MODEL, or MODEL_DIR for
+        folder checkpoints), or with --new-paths each under its own name as runs that
+        name their checkpoints save them (restores then pull that one path)."""
         m = res.metrics
         K = len(srcs)
+        new_paths = getattr(self.a, "new_paths", False)
+        names = [s.name if new_paths else (MODEL_DIR if s.is_dir() else MODEL) for s in srcs]
         d = self.tmp / "minilm" / tool.name
         repo, remote = d / "repo", d / "remote"
         tool.init(repo, remote)
         self.pc.drop()
         commits, per = [], []
         for k, src in enumerate(srcs):
-            write_over(src, repo / MODEL)
-            runs = tool.track(repo, [MODEL], f"step{k}")
+            write_over(src, repo / names[k])
+            runs = tool.track(repo, [names[k]], f"step{k}")
             commits.append(tool.head(repo))
             rec = step_record(f"add+commit step{k}", runs)
             res.steps.append(rec)
@@ -455,37 +485,47 @@ class Bench:
         m["add_commit_cpu_s"] = sum(p["cpu_s"] for p in per)
         m["add_commit_per_step_s"] = [p["wall_s"] for p in per]
         m["commits"] = commits
-        m["workspace_verified"] = self._verify(repo / MODEL, sha256(srcs[-1], True), res, "workspace after add")
-        clone, forced = self._push_then_pull_latest(tool, d, res, MODEL, srcs[-1], f"step{K - 1}")
+        m["workspace_verified"] = self._verify(repo / names[-1], sha256(srcs[-1], True), res, "workspace after add")
+        clone, forced = self._push_then_pull_latest(tool, d, res, names[-1], srcs[-1], f"step{K - 1}",
+                                                    (names[-1],) if new_paths else ())
         m["restore_latest_verified"] = m.pop("restore_verified")
         order = [k for k in (2, 0) if k < K - 1] + [k for k in range(K - 1) if k not in (0, 2)]
         restore_rss, ok_all, forced_any = [], m["restore_latest_verified"], forced
         m["restore_older_s"] = {}
         for k in order:
-            tool.git_checkout(clone, commits[k])
+            how = f"pull {names[k]}" if new_paths else f"git checkout step{k} + pull"
+            if not new_paths:
+                tool.git_checkout(clone, commits[k])
             self.pc.drop()
-            r, forced = self._restore(tool, clone, "pull", res, f"git checkout step{k} + pull")
+            r, forced = self._restore(tool, clone, "pull", res, how, (names[k],) if new_paths else ())
             forced_any |= forced
-            res.steps.append(step_record(f"git checkout step{k}; pull", [r], forced=forced))
+            res.steps.append(step_record(how, [r], forced=forced))
             m["restore_older_s"][f"step{k}"] = r.wall_s
             restore_rss.append(r.maxrss_kib)
-            ok_all &= self._verify(clone / MODEL, sha256(srcs[k], True), res, f"pull step{k}")
+            ok_all &= self._verify(clone / names[k], sha256(srcs[k], True), res, f"pull step{k}")
         m["restore_step2_s"] = m["restore_older_s"].get("step2")
         m["restore_step0_s"] = m["restore_older_s"].get("step0")
         others = [v for s, v in m["restore_older_s"].items() if s not in ("step0", "step2")]
         m["restore_others_mean_s"] = sum(others) / len(others) if others else None
         m["restore_older_rss_kib"] = max(restore_rss) if restore_rss else None
         # every version is in the clone's cache now: switching versions is a local checkout
+        # (with --new-paths: the workspace copy is deleted and checked out again)
         co_times, co_rss = [], []
         for k in [K - 1, *range(K - 1)]:
-            tool.git_checkout(clone, commits[k])
+            if new_paths:
+                target = clone / names[k]
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+                how = f"rm {names[k]} + checkout {names[k]}"
+            else:
+                tool.git_checkout(clone, commits[k])
+                how = f"git checkout step{k} + checkout"
             self.pc.drop()
-            r, forced = self._restore(tool, clone, "checkout", res, f"git checkout step{k} + checkout")
+            r, forced = self._restore(tool, clone, "checkout", res, how, (names[k],) if new_paths else ())
             forced_any |= forced
-            res.steps.append(step_record(f"git checkout step{k}; checkout (cache has all)", [r], forced=forced))
+            res.steps.append(step_record(f"{how} (cache has all)", [r], forced=forced))
             co_times.append(r.wall_s)
             co_rss.append(r.maxrss_kib)
-            ok_all &= self._verify(clone / MODEL, sha256(srcs[k], True), res, f"checkout step{k}")
+            ok_all &= self._verify(clone / names[k], sha256(srcs[k], True), res, f"checkout step{k}")
         m["local_checkout_mean_s"] = sum(co_times) / len(co_times)
         m["local_checkout_per_step_s"] = co_times
         m["local_checkout_rss_kib"] = max(co_rss)
@@ -498,7 +538,7 @@ class Bench:
     # ------------------------------------------------------------------ big
 
     def _push_then_pull_latest(self, tool: Tool, d: Path, res: ToolResult, name: str, want: Path,
-                               label: str) -> tuple[Path, bool]:
+                               label: str, paths: tuple[str, ...] = ()) -> tuple[Path, bool]:
         """Push everything (sizes before and after), then pull the latest version in a
         fresh clone and verify it. Returns (clone, whether the pull needed --force)."""
         m = res.metrics
@@ -512,7 +552,7 @@ class Bench:
         clone = d / "clone"
         tool.clone(repo, clone)
         self.pc.drop()
-        r, forced = self._restore(tool, clone, "pull", res, f"pull {label} in fresh clone")
+        r, forced = self._restore(tool, clone, "pull", res, f"pull {label} in fresh clone", paths)
         res.steps.append(step_record(f"fresh clone: pull ({label})", [r], forced=forced))
         m["restore_latest_s"], m["restore_latest_rss_kib"] = r.wall_s, r.maxrss_kib
         m["restore_latest_cpu_s"] = r.user_s + r.sys_s
@@ -729,8 +769,13 @@ def project_rev(rev: str | None = None) -> str:
         return "?"
 
 
+def _series(wdir: Path) -> list[Path]:
+    """finetune/ckpt-*.safetensors files, or finetune/ckpt-*/ folders (bench/make_variants.py)."""
+    return sorted(p for p in (wdir / "finetune").glob("ckpt-*") if p.suffix == ".safetensors" or p.is_dir())
+
+
 def find_workload(wdir: Path, only: set[str], k: int | None, generate: bool) -> tuple[list[Path], Path, Path]:
-    ft = sorted((wdir / "finetune").glob("ckpt-*.safetensors"))
+    ft = _series(wdir)
     v1, v2 = wdir / "big" / "v1.bin", wdir / "big" / "v2.bin"
     need = []
     if "minilm" in only and len(ft) < 2:
@@ -744,7 +789,7 @@ def find_workload(wdir: Path, only: set[str], k: int | None, generate: bool) -> 
         print(f"generating workload ({', '.join(need)}) into {wdir} ...", flush=True)
         subprocess.run([sys.executable, str(HERE / "make_workload.py"), "--out", str(wdir), "--only",
                         ",".join(need)], check=True)
-        ft = sorted((wdir / "finetune").glob("ckpt-*.safetensors"))
+        ft = _series(wdir)
     if k is not None:
         ft = ft[:k]
     return ft, v1, v2
@@ -793,6 +838,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(ap, WORKLOADS, "results-<timestamp>.json")
+    ap.add_argument("--new-paths", action="store_true",
+                    help="minilm: add each checkpoint under its own name (ckpt-000, ...) instead of over one "
+                         "path; restores pull that one path")
     ap.add_argument("--status-files", type=int, default=100)
     ap.add_argument("--status-kib", type=int, default=64)
     ap.add_argument("--status-reps", type=int, default=3)
@@ -845,9 +893,17 @@ def main() -> int:
         for wl in only:
             results[wl] = {}
             if wl == "minilm":
-                size = srcs[0].stat().st_size
-                titles[wl] = (f"MiniLM series: {len(srcs)} x {size / 2**20:.0f} MiB safetensors (FP32 weights + "
-                              f"AdamW state) written over {MODEL}")
+                if srcs[0].is_dir() or a.new_paths:
+                    size = sum(f.stat().st_size for f in [srcs[0], *srcs[0].rglob("*")] if f.is_file())
+                    kind = f"folders of {len(list(srcs[0].iterdir()))} files" if srcs[0].is_dir() else "files"
+                    where = ("each added under its own name" if a.new_paths
+                             else f"written over {MODEL_DIR if srcs[0].is_dir() else MODEL}")
+                    titles[wl] = (f"checkpoint series {a.workload.name}: {len(srcs)} x {size / 2**20:.0f} MiB "
+                                  f"{kind}, {where}")
+                else:
+                    size = srcs[0].stat().st_size
+                    titles[wl] = (f"MiniLM series: {len(srcs)} x {size / 2**20:.0f} MiB safetensors (FP32 weights "
+                                  f"+ AdamW state) written over {MODEL}")
             elif wl == "big":
                 titles[wl] = f"2 GiB pair: {BIG} = v1, then v2 ({v1.stat().st_size / 2**30:.2f} GiB each)"
             else:

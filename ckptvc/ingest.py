@@ -35,7 +35,7 @@ from ckptvc.objects.chunking import ChunkSpec, iter_chunks
 from ckptvc.objects.formats import detect_layout
 from ckptvc.objects.manifest import ChunkRef, FileEntry
 from ckptvc.objects.objectdb import ObjectDB
-from ckptvc.parallel import ordered_map
+from ckptvc.parallel import WorkerPools, ordered_map
 from ckptvc.progress import NULL_PROGRESS, Progress
 
 tune_allocator()
@@ -97,6 +97,18 @@ class Ingester:
         self.progress = progress
         self.lock_path = lock_path
         self._recode_lock = threading.Lock()
+        # one set of workers for every file this ingester stores (parallel.WorkerPools):
+        # per file, peak RSS of a 3-shard checkpoint's add grew 131, 158, 191 MiB
+        self._pools = WorkerPools()
+
+    def close(self) -> None:
+        self._pools.close()
+
+    def __enter__(self) -> Ingester:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @contextlib.contextmanager
     def _cache_lock(self) -> Iterator[None]:
@@ -238,7 +250,8 @@ class Ingester:
             jobs = self.policy.jobs
             work = ordered_map(lambda item: self._store_chunk(item[0], item[1], parents.get(item[0].label), recode,
                                                               guess),
-                               feed(), jobs, window=max(2 * jobs, min(4 * jobs, 16)))
+                               feed(), jobs, window=max(2 * jobs, min(4 * jobs, 16)),
+                               pool=self._pools.get("add", jobs) if jobs > 1 else None)
             for ref, written, saved in work:
                 chunks.append(ref)
                 new_bytes += written - saved

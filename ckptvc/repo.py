@@ -11,6 +11,7 @@ Nothing here prints; long operations report through a Progress callback.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import stat
@@ -30,7 +31,7 @@ from ckptvc.gitrepo import GitRepo, add_to_gitignore
 from ckptvc.ids import hash_bytes
 from ckptvc.objects.manifest import FileEntry, Manifest, check_relative_path
 from ckptvc.objects.objectdb import ObjectDB
-from ckptvc.parallel import default_jobs
+from ckptvc.parallel import WorkerPools, default_jobs
 from ckptvc.pointer import Pointer, artifact_path_for, pointer_path_for, read_pointer
 from ckptvc.progress import NULL_PROGRESS, Progress
 from ckptvc.state import FileStamp, StateDB
@@ -373,26 +374,26 @@ class Repo:
         self.cache.ensure()
         self.cache.clean_tmp()  # leftovers of an add or fetch killed long ago
         db = self.objectdb(with_remotes=False)
-        ingester = Ingester(db, self._policy(), self.progress, self.dir / "tmp" / "recode.lock")
-        auto = {"env": md.current_env(), "code": md.code_state(self.git)}
-        md.put_meta_object(self.root, md.package_list().encode())
-        results: list[AddedArtifact] = []
-        for role, p in inputs:
-            user[role] = self._ensure_tracked(p, ingester, db, auto, results)
-        if config_data is not None:
-            oid = md.put_meta_object(self.root, config_data[1])
-            user["config"] = {"path": config_data[0], "blake3": oid, "size": len(config_data[1])}
-        # (path, kind, files, when written) of what this call has stored, for delta bases. The
-        # oldest artifact goes first: each one's base is then the one written before it,
-        # and the newest ends standalone (a glob gives step-1000 before step-200)
-        added_here: list[tuple[Path, str, dict[str, FileEntry], int]] = []
-        listed = [self._files_of(p) for p in targets]
-        order = sorted(range(len(targets)), key=lambda i: _written(fp for fp, _ in listed[i]))
-        done: dict[int, AddedArtifact] = {}
-        for i in order:
-            done[i] = self._add_one(targets[i], ingester, db, parent_files, meta or {}, auto, user, added_here,
-                                    listed[i])
-        results.extend(done[i] for i in range(len(targets)))
+        with Ingester(db, self._policy(), self.progress, self.dir / "tmp" / "recode.lock") as ingester:
+            auto = {"env": md.current_env(), "code": md.code_state(self.git)}
+            md.put_meta_object(self.root, md.package_list().encode())
+            results: list[AddedArtifact] = []
+            for role, p in inputs:
+                user[role] = self._ensure_tracked(p, ingester, db, auto, results)
+            if config_data is not None:
+                oid = md.put_meta_object(self.root, config_data[1])
+                user["config"] = {"path": config_data[0], "blake3": oid, "size": len(config_data[1])}
+            # (path, kind, files, when written) of what this call has stored, for delta bases. The
+            # oldest artifact goes first: each one's base is then the one written before it,
+            # and the newest ends standalone (a glob gives step-1000 before step-200)
+            added_here: list[tuple[Path, str, dict[str, FileEntry], int]] = []
+            listed = [self._files_of(p) for p in targets]
+            order = sorted(range(len(targets)), key=lambda i: _written(fp for fp, _ in listed[i]))
+            done: dict[int, AddedArtifact] = {}
+            for i in order:
+                done[i] = self._add_one(targets[i], ingester, db, parent_files, meta or {}, auto, user, added_here,
+                                        listed[i])
+            results.extend(done[i] for i in range(len(targets)))
         return results
 
     def _input_path(self, raw: str, role: str) -> Path:
@@ -902,22 +903,25 @@ class Repo:
         if code_commit is not None:
             self._checkout_code(code_commit, Path(output).resolve() if output else None)
             result.code = code_commit
-        for path, ptr, action in plan:
-            dest = out_root / path
-            if action == "clean":
-                result.unchanged.append(path)
-            else:
-                manifest = streamed[ptr.manifest][1] if ptr.manifest in streamed else db.get_manifest(ptr.manifest)
-                self._restore_artifact(db, manifest, dest, path, restore_file, ptr.manifest)
-                result.restored.append(path)
-            if path not in primary:
-                result.inputs.append(path)
-            if rev is not None and (output is None or code_commit is not None):
-                pf = out_root / (path + ".ckpt")
-                if not pf.exists() or pf.read_bytes() != ptr.to_bytes():
-                    atomic_write_file(pf, ptr.to_bytes())
-                if output is None:
-                    add_to_gitignore(self.root, dest)
+        with WorkerPools() as pools:  # one set of decoders for every file restored
+            restore = functools.partial(restore_file, pools=pools)
+            for path, ptr, action in plan:
+                dest = out_root / path
+                if action == "clean":
+                    result.unchanged.append(path)
+                else:
+                    manifest = (streamed[ptr.manifest][1] if ptr.manifest in streamed
+                                else db.get_manifest(ptr.manifest))
+                    self._restore_artifact(db, manifest, dest, path, restore, ptr.manifest)
+                    result.restored.append(path)
+                if path not in primary:
+                    result.inputs.append(path)
+                if rev is not None and (output is None or code_commit is not None):
+                    pf = out_root / (path + ".ckpt")
+                    if not pf.exists() or pf.read_bytes() != ptr.to_bytes():
+                        atomic_write_file(pf, ptr.to_bytes())
+                    if output is None:
+                        add_to_gitignore(self.root, dest)
         if stream_from is not None:
             transfer.fetch(cache_db, stream_from, missing, self._transfer_jobs(stream_from), self.progress,
                            manifests=streamed)

@@ -24,7 +24,7 @@ from ckptvc.fileio import reserve, write_in_pieces
 from ckptvc.memory import tune_allocator
 from ckptvc.objects.manifest import FileEntry
 from ckptvc.objects.objectdb import ObjectDB
-from ckptvc.parallel import ordered_map
+from ckptvc.parallel import WorkerPools, ordered_map
 from ckptvc.progress import NULL_PROGRESS, Progress
 
 tune_allocator()
@@ -40,23 +40,23 @@ class _Prefetcher:
     chunks ahead of the decoders: the decoders read one object at a time each, which
     leaves a disk idle between requests; a few more in flight keep it busy."""
 
-    def __init__(self, objdb: ObjectDB, entry: FileEntry):
+    def __init__(self, objdb: ObjectDB, entry: FileEntry, pools: WorkerPools):
         # streaming from a remote: more requests in flight, further ahead
         self.threads = objdb.fetch_ahead_jobs or PREFETCH_THREADS
         self.budget = threading.Semaphore(max(PREFETCH_AHEAD, 4 * self.threads))
         self.stopped = False
-        self.thread = threading.Thread(target=self._run, args=(objdb, entry), daemon=True)
-        self.thread.start()
-
-    def _run(self, objdb: ObjectDB, entry: FileEntry) -> None:
         # a chain is walked header by header (each a small read that waits for the
         # disk): several chains at once keep the disk's queue full
-        with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            for chunk in entry.chunks:
-                self.budget.acquire()
-                if self.stopped:
-                    return
-                pool.submit(objdb.prefetch_chain, chunk.id)
+        pool = pools.get("prefetch", self.threads)
+        self.thread = threading.Thread(target=self._run, args=(objdb, entry, pool), daemon=True)
+        self.thread.start()
+
+    def _run(self, objdb: ObjectDB, entry: FileEntry, pool: ThreadPoolExecutor) -> None:
+        for chunk in entry.chunks:
+            self.budget.acquire()
+            if self.stopped:
+                return
+            pool.submit(objdb.prefetch_chain, chunk.id)
 
     def advance(self) -> None:
         self.budget.release()
@@ -67,7 +67,7 @@ class _Prefetcher:
         self.thread.join()
 
 
-def _write_chunks(f, entry: FileEntry, read_chunk, jobs: int, progress: Progress, task: str,
+def _write_chunks(f, entry: FileEntry, read_chunk, jobs: int, progress: Progress, task: str, pools: WorkerPools,
                   prefetcher: _Prefetcher | None = None) -> str:
     """Write the chunks in order; return the blake3 of what was written. The hash runs
     in its own thread, a chunk behind the writes (both release the GIL)."""
@@ -79,22 +79,26 @@ def _write_chunks(f, entry: FileEntry, read_chunk, jobs: int, progress: Progress
         f.seek(0)
         f.truncate()
     hasher = blake3.blake3()
+    hashing = pools.get("hash", 1)
+    pending = None
     try:
-        with ThreadPoolExecutor(max_workers=1) as hashing:
-            pending = None
-            for chunk, raw in zip(entry.chunks, ordered_map(read_chunk, entry.chunks, jobs), strict=True):
-                if len(raw) != chunk.size:
-                    raise CorruptObjectError(f"object {chunk.id[:12]}: size {len(raw)} != {chunk.size} in manifest")
-                write_in_pieces(f, raw)
-                if pending is not None:
-                    pending.result()
-                pending = hashing.submit(hasher.update, raw)
-                progress.advance(task, len(raw))
-                if prefetcher is not None:
-                    prefetcher.advance()
+        decoded = ordered_map(read_chunk, entry.chunks, jobs, pool=pools.get("decode", jobs) if jobs > 1 else None)
+        for chunk, raw in zip(entry.chunks, decoded, strict=True):
+            if len(raw) != chunk.size:
+                raise CorruptObjectError(f"object {chunk.id[:12]}: size {len(raw)} != {chunk.size} in manifest")
+            write_in_pieces(f, raw)
             if pending is not None:
                 pending.result()
+            pending = hashing.submit(hasher.update, raw)
+            progress.advance(task, len(raw))
+            if prefetcher is not None:
+                prefetcher.advance()
+        if pending is not None:
+            pending.result()
     finally:
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                pending.result()  # the workers outlive this file: nothing of it runs on
         if prefetcher is not None:
             prefetcher.stop()
     return hasher.hexdigest()
@@ -197,7 +201,8 @@ def sweep_stale_temps(directory: Path, grace_s: float = TEMP_GRACE_S) -> list[Pa
 
 
 def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progress: Progress = NULL_PROGRESS,
-                 label: str | None = None, fsync: bool = False, trash_dir: Path | None = None) -> None:
+                 label: str | None = None, fsync: bool = False, trash_dir: Path | None = None,
+                 pools: WorkerPools | None = None) -> None:
     """Rebuild `entry` at `dest`. The file's blake3 is checked before it replaces
     anything; it covers every byte, so chunks are first decoded without hashing each
     one again. Only on a mismatch is the file rebuilt with every chunk (and every
@@ -206,7 +211,11 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
     the rename (the workspace is a copy of verified objects: by default, as with
     git and DVC, it is not). `trash_dir` (on the same file system) receives the file
     being replaced, to be deleted in the background; without it, it is replaced by
-    one rename."""
+    one rename. `pools`: worker threads to use and keep (a checkout of many files);
+    without, the file's own are started and stopped."""
+    if pools is None:
+        with WorkerPools() as own:
+            return restore_file(objdb, entry, dest, jobs, progress, label, fsync, trash_dir, own)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(dest)
     task = f"checkout {label or dest.name}"
@@ -217,13 +226,13 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
             if once:
                 reserve(f.fileno(), entry.size, dest)
             try:
-                prefetcher = _Prefetcher(objdb, entry) if once or objdb.fetch_ahead_jobs else None
+                prefetcher = _Prefetcher(objdb, entry, pools) if once or objdb.fetch_ahead_jobs else None
                 digest = _write_chunks(f, entry, lambda c: objdb.get_raw(c.id, verify=False, once=once), jobs,
-                                       progress, task, prefetcher)
+                                       progress, task, pools, prefetcher)
             except CorruptObjectError:
                 digest = None
             if digest != entry.blake3:
-                digest = _write_chunks(f, entry, lambda c: objdb.get_raw(c.id), jobs, progress, task)
+                digest = _write_chunks(f, entry, lambda c: objdb.get_raw(c.id), jobs, progress, task, pools)
             if digest != entry.blake3:
                 raise CorruptObjectError(f"{label or dest}: restored content does not match its blake3; file not replaced")
             f.flush()

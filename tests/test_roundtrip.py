@@ -95,6 +95,49 @@ def test_directory_artifact_round_trip(workdir, cli, tmp_path):
     assert '"workspace": "clean"' in r.output
 
 
+def test_a_sharded_folder_is_added_and_restored_by_one_set_of_workers(workdir, cli, monkeypatch):
+    """Workers started per file each kept a malloc arena of their own: peak RSS grew
+    with every shard. One add (and one checkout) of a folder runs on `jobs` threads."""
+    import threading
+
+    from ckptvc.ingest import Ingester
+    from ckptvc.objects.objectdb import ObjectDB
+
+    series = training_series(1, scale=4)[0]
+    names = sorted(series)
+    shards = workdir / "model"
+    shards.mkdir()
+    for i in range(3):
+        write_safetensors(shards / f"model-{i + 1:05d}-of-00003.safetensors", {n: series[n] for n in names[i::3]})
+    coders: set[threading.Thread] = set()
+    store_chunk = Ingester._store_chunk
+
+    def on_coder(self, *a, **k):
+        coders.add(threading.current_thread())  # objects, not idents: idents are reused
+        return store_chunk(self, *a, **k)
+
+    monkeypatch.setattr(Ingester, "_store_chunk", on_coder)
+    with Repo.open(workdir) as repo:
+        jobs = repo.jobs
+        repo.add(["model"])
+    assert 1 <= len(coders) <= jobs
+    cli("commit", "-m", "shards")
+    decoders: set[threading.Thread] = set()
+    get_raw = ObjectDB.get_raw
+
+    def on_decoder(self, *a, **k):
+        if threading.current_thread() is not threading.main_thread():  # manifests are read there
+            decoders.add(threading.current_thread())
+        return get_raw(self, *a, **k)
+
+    want = {f.name: f.read_bytes() for f in shards.iterdir()}
+    shutil.rmtree(shards)
+    monkeypatch.setattr(ObjectDB, "get_raw", on_decoder)
+    cli("checkout", "model")
+    assert {f.name: f.read_bytes() for f in shards.iterdir()} == want
+    assert 1 <= len(decoders) <= jobs
+
+
 def test_copy_under_another_name_costs_almost_nothing(workdir, cli):
     rng = np.random.default_rng(0)
     data = (rng.standard_normal(25 * 2**20) * 0.02).astype(np.float32).tobytes()  # 100 MiB
