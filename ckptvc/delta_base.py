@@ -13,6 +13,7 @@ claim: `--parent` says what a checkpoint was trained from.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,12 +42,22 @@ def _pieces(fp: Path, size: int) -> tuple[str, set[tuple[str, int]] | None]:
     return layout.format, {(c.label, c.length) for c in plan_tensor_chunks(layout, size)}
 
 
+def _shared_bytes(size: int, fmt: str, pieces: set[tuple[str, int]] | None, fe: FileEntry) -> int:
+    """Bytes of a new file (its size, format and pieces) that `fe` has in ranges of the
+    same name and size: for a tensor file the pieces the base's chunks match, for an
+    opaque file all of it when the base has its size."""
+    if fe.format != fmt:
+        return 0
+    if pieces is None:
+        return size if fe.size == size else 0
+    have = {(c.label, c.size) for c in fe.chunks}
+    return sum(length for label, length in pieces if (label, length) in have)
+
+
 def find_delta_base(file_list: list[tuple[Path, str]],
                     candidates: Iterable[dict[str, FileEntry]]) -> dict[str, FileEntry] | None:
     """The first candidate (entry path -> file of a tracked version) that shares at
-    least MIN_SHARED of the bytes of `file_list` (a new artifact's files), or None. A
-    tensor file shares the ranges whose name and size the base's chunks have; an
-    opaque file all of itself when the base's file has its size."""
+    least MIN_SHARED of the bytes of `file_list` (a new artifact's files), or None."""
     wanted: list[tuple[str, int, str, set[tuple[str, int]] | None]] = []
     total = 0
     for fp, entry in file_list:
@@ -60,15 +71,45 @@ def find_delta_base(file_list: list[tuple[Path, str]],
         shared = 0
         for entry, size, fmt, pieces in wanted:
             fe = files.get(entry)
-            if fe is None or fe.format != fmt:
-                continue
-            if pieces is None:
-                shared += size if fe.size == size else 0
-            else:
-                have = {(c.label, c.size) for c in fe.chunks}
-                shared += sum(length for label, length in pieces if (label, length) in have)
+            if fe is not None:
+                shared += _shared_bytes(size, fmt, pieces, fe)
         if shared >= MIN_SHARED * total:
             return files
+    return None
+
+
+_NUMBER = re.compile(r"[0-9]+")
+
+
+def name_key(entry_path: str) -> str:
+    """An entry path with its numbers blanked: checkpoint-500/optimizer.pt and
+    checkpoint-1000/optimizer.pt have one key, as have step-10.safetensors and
+    step-20.safetensors."""
+    return _NUMBER.sub("#", entry_path)
+
+
+def sibling_file_base(fp: Path, entry_path: str, written: int,
+                      known: Iterable[tuple[str, FileEntry, int]]) -> FileEntry | None:
+    """A delta base for a new file of a folder artifact that has none at its own path
+    (a folder of checkpoints: outputs/checkpoint-1500/ beside checkpoint-1000/): among
+    `known` files of the folder, (entry path, entry, when written), the newest one
+    written no later than `written` whose path has the same name_key and which holds
+    at least MIN_SHARED of the new file's bytes in ranges of the same name and size.
+    The shards of one checkpoint share a key but not their tensors: none is a base
+    for another."""
+    size = fp.stat().st_size
+    if size < MIN_BASE_BYTES:
+        return None
+    key = name_key(entry_path)
+    matches = [(when, fe) for path, fe, when in known
+               if path != entry_path and when <= written and size // 2 <= fe.size <= size * 2
+               and name_key(path) == key]
+    if not matches:
+        return None
+    fmt, pieces = _pieces(fp, size)
+    for _, fe in sorted(matches, key=lambda m: m[0], reverse=True):
+        if _shared_bytes(size, fmt, pieces, fe) >= MIN_SHARED * size:
+            return fe
     return None
 
 

@@ -496,24 +496,38 @@ class Repo:
             if total >= MIN_BASE_BYTES:
                 candidates = self._base_candidates(p, kind, total, written, db, added_here or [])
                 parent_files = find_delta_base(file_list, candidates)
-        files: list[FileEntry] = []
         new_bytes = 0
         state = self.state
-        for fp, entry_path in file_list:
-            state_key = self._rel(fp)
-            stamp = FileStamp.of(fp.stat())
-            known = state.lookup(state_key, stamp)
+        stats = [fp.stat() for fp, _ in file_list]
+        stored_entries: dict[int, FileEntry] = {}
+        # A folder's files are stored oldest first, each new one with no file at its own
+        # path in the parent version taking an older sibling as its delta base (a folder
+        # of checkpoints: delta_base.sibling_file_base). (path, entry, when written).
+        siblings: list[tuple[str, FileEntry, int]] = []
+        if kind == "dir":
+            siblings = [(fe.path, fe, 0) for fe in (parent_files or {}).values()]
+        for i in sorted(range(len(file_list)), key=lambda i: (stats[i].st_mtime_ns, i) if kind == "dir" else i):
+            fp, entry_path = file_list[i]
+            st = stats[i]
+            known = state.lookup(self._rel(fp), FileStamp.of(st))
+            fe = None
             if known and known[1] and db.has(known[1].get("manifest", "")):
                 fe = _entry_from_state(known[1]["entry"], entry_path)
-                if fe is not None:
-                    files.append(fe)
-                    continue
-            parent_entry = (parent_files or {}).get(entry_path)
-            stored = ingester.store_file(fp, entry_path, parent_entry)
-            files.append(stored.entry)
-            new_bytes += stored.new_bytes
-            if stored.recoded:
-                state.mark_recoded(stored.recoded)
+            if fe is None:
+                parent_entry = (parent_files or {}).get(entry_path)
+                if parent_entry is None and siblings:
+                    from ckptvc.delta_base import sibling_file_base
+
+                    parent_entry = sibling_file_base(fp, entry_path, st.st_mtime_ns, siblings)
+                stored = ingester.store_file(fp, entry_path, parent_entry)
+                fe = stored.entry
+                new_bytes += stored.new_bytes
+                if stored.recoded:
+                    state.mark_recoded(stored.recoded)
+            stored_entries[i] = fe
+            if kind == "dir":
+                siblings.append((entry_path, fe, st.st_mtime_ns))
+        files = [stored_entries[i] for i in range(len(file_list))]
         manifest = Manifest(kind, files)
         mid = db.put_manifest(manifest)
         if added_here is not None:
