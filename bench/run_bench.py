@@ -699,10 +699,22 @@ NOISE_ROWS = [
 ]
 
 
-def table(title: str, wl: str, res: dict[str, ToolResult]) -> str:
+# --new-paths: each version is its own path, restored by pulling or checking out that path
+NEW_PATH_LABELS = {
+    "restore_latest_s": "fresh clone: pull latest's path",
+    "restore_step2_s": "pull step2's path",
+    "restore_step0_s": "pull step0's path",
+    "restore_others_mean_s": "pull another step's path (mean)",
+    "local_checkout_mean_s": "rm + checkout a step's path, cache has all (mean)",
+}
+
+
+def table(title: str, wl: str, res: dict[str, ToolResult], new_paths: bool = False) -> str:
     c, dv = res.get("ckptvc"), res.get("dvc")
     lines = [f"== {title} ==", f"{'metric':<48}{'ckptvc':>13}{'DVC':>13}{'ckptvc/DVC':>12}"]
     for key, label, kind in ROWS[wl] + NOISE_ROWS:
+        if new_paths:
+            label = NEW_PATH_LABELS.get(key, label)
         a = c.metrics.get(key) if c else None
         b = dv.metrics.get(key) if dv else None
         ratio = "-"
@@ -951,7 +963,7 @@ def main() -> int:
           "bytes: apparent file sizes summed")
     print()
     for wl in only:
-        print(table(titles[wl], wl, results[wl]))
+        print(table(titles[wl], wl, results[wl], a.new_paths and wl == "minilm"))
         print()
     print(f"results: {out_path}" + (f"; repos kept in {tmp}" if a.keep else ""))
     print(f"total {meta['total_s']:.0f} s")
