@@ -13,6 +13,7 @@ claim: `--parent` says what a checkpoint was trained from.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import stat
 from collections.abc import Iterable
@@ -107,7 +108,17 @@ def sibling_file_base(fp: Path, entry_path: str, written: int,
     if not matches:
         return None
     fmt, pieces = _pieces(fp, size)
-    for _, fe in sorted(matches, key=lambda m: m[0], reverse=True):
+    # The file of the same name in another folder goes first (checkpoint-#/optimizer.pt,
+    # global_step#/zero_pp_rank_1_optim_states.pt): there the number that differs is the
+    # folder's, the step. Beside it, a file with another number may be another rank or
+    # shard of the same step, of the same layout but unrelated content.
+    name, folder = posixpath.basename(entry_path), posixpath.dirname(entry_path)
+
+    def likeliest(m: tuple[int, FileEntry]) -> tuple[bool, int]:
+        path = m[1].path
+        return (posixpath.basename(path) == name and posixpath.dirname(path) != folder, m[0])
+
+    for _, fe in sorted(matches, key=likeliest, reverse=True):
         if _shared_bytes(size, fmt, pieces, fe) >= MIN_SHARED * size:
             return fe
     return None

@@ -469,6 +469,34 @@ def test_a_folder_of_checkpoints_codes_each_against_the_one_before(workdir, how)
         assert {p: p.read_bytes() for p in sorted(out.rglob("*.safetensors"))} == want
 
 
+def test_a_rank_file_takes_the_same_rank_of_the_previous_step_as_its_base(tmp_path):
+    """ZeRO-style folders: every rank's file has the same layout. The base of
+    global_step2/rank_1 is global_step1/rank_1 (same name, another folder), not the
+    newer global_step2/rank_0 beside it (same step, another rank)."""
+    from ckptvc.delta_base import sibling_file_base
+    from ckptvc.objects.chunking import plan_tensor_chunks
+    from ckptvc.objects.manifest import ChunkRef, FileEntry
+
+    tensors = _small_step_series(1)[0]
+    new = tmp_path / "rank_1.safetensors"
+    write_safetensors(new, tensors)
+    size = new.stat().st_size
+    chunks = [ChunkRef("0" * 64, c.length, c.label) for c in plan_tensor_chunks(detect_layout(new, size), size)]
+
+    def entry(path: str) -> FileEntry:
+        return FileEntry(path, size, "0" * 64, chunks, format="safetensors")
+
+    known = [(p, entry(p), when) for when, p in enumerate(
+        ["global_step1/rank_0.safetensors", "global_step1/rank_1.safetensors", "global_step2/rank_0.safetensors"])]
+    base = sibling_file_base(new, "global_step2/rank_1.safetensors", 10, known)
+    assert base is not None and base.path == "global_step1/rank_1.safetensors"
+    # flat: step-N files side by side, the newest older one
+    flat = [(p, entry(p), when) for when, p in enumerate(["run/step-1.safetensors", "run/step-2.safetensors"])]
+    assert sibling_file_base(new, "run/step-3.safetensors", 10, flat).path == "run/step-2.safetensors"
+    # nothing written after the new file is a base
+    assert sibling_file_base(new, "run/step-3.safetensors", 0, flat).path == "run/step-1.safetensors"
+
+
 def test_a_neighbour_with_other_tensors_is_no_base(workdir):
     series = _small_step_series(1)
     write_safetensors(workdir / "a.safetensors", series[0])
