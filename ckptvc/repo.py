@@ -561,34 +561,40 @@ class Repo:
     def _base_candidates(self, p: Path, kind: str, size: int, written: int, db: ObjectDB,
                          added_here: list[tuple[Path, str, dict[str, FileEntry], int]]) -> Iterator[dict[str, FileEntry]]:
         """Tracked artifacts of `kind` and about `size` bytes that may share the layout of
-        the new one at `p`, likeliest first: what this add stored before it (newest
-        first), then the pointers beside it and those of its name in sibling
-        directories (runs/step-2000/model.safetensors beside runs/step-1000/...),
-        newest pointer first. None written after `p` (by its files' mtimes): the base
-        is re-coded as a delta, and a later checkpoint must stay the quick one to
-        restore."""
+        the new one at `p`, likeliest first: those of its name in sibling directories
+        (runs/step-2000/model.safetensors beside runs/step-1000/...: the step is the
+        folder's number, and a file beside it may be another rank or shard of the same
+        step), then the others beside it; each group what this add stored before it
+        (newest first), then the pointers (newest first). None written after `p` (by
+        its files' mtimes): the base is re-coded as a delta, and a later checkpoint must
+        stay the quick one to restore."""
         from ckptvc.delta_base import sibling_pointers
 
         def near(n: int) -> bool:
             return size // 2 <= n <= size * 2
 
-        for _, k, files, when in reversed(added_here):
-            if k == kind and when <= written and near(sum(f.size for f in files.values())):
-                yield files
-        seen = {path for path, *_ in added_here}  # judged above, from memory
-        for pf in sibling_pointers(p, self.root):
-            art = artifact_path_for(pf)
-            if art in seen:
-                continue
-            try:
-                ptr = read_pointer(pf)
-                if ptr.kind != kind or not near(ptr.size):
+        def cousin(path: Path) -> bool:
+            return path.name == p.name and path.parent != p.parent
+
+        pointers = sibling_pointers(p, self.root)
+        seen = {path for path, *_ in added_here}  # judged from memory
+        for group in (cousin, lambda path: not cousin(path)):
+            for path, k, files, when in reversed(added_here):
+                if group(path) and k == kind and when <= written and near(sum(f.size for f in files.values())):
+                    yield files
+            for pf in pointers:
+                art = artifact_path_for(pf)
+                if art in seen or not group(art):
                     continue
-                files = {f.path: f for f in db.get_manifest(ptr.manifest).files}
-            except (CkptvcError, OSError):
-                continue  # a broken neighbour is no base; it is not ours to report here
-            if _written([art / f for f in files] if kind == "dir" else [art]) <= written:
-                yield files
+                try:
+                    ptr = read_pointer(pf)
+                    if ptr.kind != kind or not near(ptr.size):
+                        continue
+                    files = {f.path: f for f in db.get_manifest(ptr.manifest).files}
+                except (CkptvcError, OSError):
+                    continue  # a broken neighbour is no base; it is not ours to report here
+                if _written([art / f for f in files] if kind == "dir" else [art]) <= written:
+                    yield files
 
     def _auto_meta(self, file_list: list[tuple[Path, str]], kind: str, files: list[FileEntry], auto: dict) -> dict:
         """Facts captured at add (metadata schema 1): no tensor data is read except

@@ -497,6 +497,28 @@ def test_a_rank_file_takes_the_same_rank_of_the_previous_step_as_its_base(tmp_pa
     assert sibling_file_base(new, "run/step-3.safetensors", 0, flat).path == "run/step-1.safetensors"
 
 
+def test_a_rank_checkpoint_at_a_new_path_pairs_with_its_own_rank(workdir):
+    """global_stepN/rank_R.safetensors, each its own artifact: every rank has the same
+    layout, but only the same rank of the previous step is close in content. Its
+    re-coding as a delta is what shrinks the store; rank 0 of the same step, beside
+    the new file and written just before it, would not."""
+    ranks = [_small_step_series(2, seed=5), _small_step_series(2, seed=6)]
+    added = {}
+    with Repo.open(workdir) as repo:
+        for step in range(2):
+            for rank in range(2):
+                path = workdir / f"global_step{step}" / f"rank_{rank}.safetensors"
+                path.parent.mkdir(exist_ok=True)
+                write_safetensors(path, ranks[rank][step])
+                added[step, rank] = repo.add([path])[0].new_bytes
+    assert added[1, 1] < 0.75 * added[0, 1], added
+    assert added[1, 0] < 0.75 * added[0, 0], added
+    for step in range(2):
+        for rank in range(2):
+            name = f"global_step{step}/rank_{rank}.safetensors"
+            _restore_and_compare(workdir, name, (workdir / name).read_bytes())
+
+
 def test_a_neighbour_with_other_tensors_is_no_base(workdir):
     series = _small_step_series(1)
     write_safetensors(workdir / "a.safetensors", series[0])
