@@ -3,6 +3,13 @@
 (path, inode, mtime_ns, size) -> the file's blake3 and its manifest entry, so an
 unchanged file is never read or hashed again. Kept in `.ckptvc/state/state.db`
 (SQLite, WAL): safe for two processes at once, and losing it only costs a rehash.
+
+A stamp is only as good as the file system's clock. A file rewritten within the
+same clock tick as the write that was recorded (same size, same inode: a trainer
+saving over one path) keeps its mtime, and would look unchanged. So, as git does
+with "racily clean" index entries, a stamp whose mtime is not older than the file
+system's clock at the time it is recorded is kept as racy: it never matches, and the
+file is hashed again the next time (then, the clock having moved on, it is trusted).
 """
 
 from __future__ import annotations
@@ -35,9 +42,15 @@ class FileStamp:
         return cls(st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+_RACY_INO = -1  # stored instead of the inode: the stamp never matches
+
+
 class StateDB:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        # touched to read the file system's clock at its own granularity
+        self._clock = path.parent / "clock"
+        self._clock_ns = 0  # the clock's last reading: it only moves forward
         self.db = sqlite3.connect(str(path), timeout=60, check_same_thread=False, isolation_level=None)
         # Switching to WAL and creating tables take locks that SQLite's busy timeout
         # does not cover when two processes open a new database at once: retry.
@@ -63,10 +76,25 @@ class StateDB:
             return None
         return row[3], (json.loads(row[4]) if row[4] else {})
 
+    def _racy(self, mtime_ns: int) -> bool:
+        """Whether a file with this mtime may still be written within the same clock
+        tick: its mtime is not older than the file system's clock now."""
+        if mtime_ns < self._clock_ns:
+            return False
+        try:
+            with open(self._clock, "ab"):
+                pass
+            os.utime(self._clock)  # the time a write now would give, at the file system's granularity
+            self._clock_ns = os.stat(self._clock).st_mtime_ns
+        except OSError:
+            return True  # no clock to read: trust nothing
+        return mtime_ns >= self._clock_ns
+
     def record(self, path: str, stamp: FileStamp, digest: str, entry: dict | None = None) -> None:
+        ino = _RACY_INO if self._racy(stamp.mtime_ns) else stamp.ino
         self.db.execute(
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-            (path, stamp.ino, stamp.mtime_ns, stamp.size, digest, json.dumps(entry) if entry else None),
+            (path, ino, stamp.mtime_ns, stamp.size, digest, json.dumps(entry) if entry else None),
         )
 
     def mark_saved(self, path: str, digest: str, manifest: str) -> None:

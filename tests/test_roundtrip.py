@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import numpy as np
 from conftest import cache_bytes, clone, commit_versions, training_series, write_safetensors
@@ -152,6 +153,7 @@ def test_copy_under_another_name_costs_almost_nothing(workdir, cli):
 
 def test_reading_unchanged_file_again_uses_stat_cache(workdir, cli, monkeypatch):
     (workdir / "a.bin").write_bytes(os.urandom(1 << 20))
+    os.utime(workdir / "a.bin", (1e9, 1e9))  # written a while ago: its stamp is not racy
     cli("add", "a.bin")
     import ckptvc.ingest as ingest
 
@@ -161,6 +163,27 @@ def test_reading_unchanged_file_again_uses_stat_cache(workdir, cli, monkeypatch)
     monkeypatch.setattr(ingest.Ingester, "store_file", boom)
     r = cli("add", "a.bin")
     assert "unchanged" in r.output
+
+
+def test_a_file_rewritten_within_one_clock_tick_is_not_taken_as_unchanged(workdir, cli):
+    """A trainer that saves over one path can rewrite a file with the same size, inode
+    and mtime (the file system's clock has not ticked): the stat cache must not call
+    it unchanged. Here the tick is frozen by giving both writes the same mtime, in the
+    future: the stamp is recorded as racy and the content is read again."""
+    path = workdir / "m.bin"
+    ahead = time.time_ns() + 3_600 * 10**9
+    path.write_bytes(b"first content " * 10_000)
+    os.utime(path, ns=(ahead, ahead))
+    cli("add", "m.bin")
+    ino = path.stat().st_ino
+    with open(path, "r+b") as f:  # in place: same inode, same size
+        f.write(b"other content " * 10_000)
+    os.utime(path, ns=(ahead, ahead))
+    assert (path.stat().st_ino, path.stat().st_size) == (ino, 140_000)
+    assert cli("status", "--json").output.count('"workspace": "modified"') == 1
+    cli("add", "m.bin")
+    with Repo.open(workdir) as repo:
+        assert repo.tracked()[0].pointer.blake3 == hash_bytes(b"other content " * 10_000)
 
 
 def test_checkout_revision_restores_old_version_without_moving_head(workdir, cli):
