@@ -79,6 +79,16 @@ def find_delta_base(file_list: list[tuple[Path, str]],
     return None
 
 
+def same_name_elsewhere(candidate: str, new: str) -> bool:
+    """Whether `candidate` has `new`'s file name in another folder ("/"-separated
+    paths). Such a file is the likeliest delta base (checkpoint-#/optimizer.pt,
+    global_step#/zero_pp_rank_1_optim_states.pt): the number that differs is the
+    folder's, the step. A file beside the new one with another number may be another
+    rank or shard of the same step: the same layout, unrelated content."""
+    return (posixpath.basename(candidate) == posixpath.basename(new)
+            and posixpath.dirname(candidate) != posixpath.dirname(new))
+
+
 _NUMBER = re.compile(r"[0-9]+")
 
 
@@ -108,17 +118,7 @@ def sibling_file_base(fp: Path, entry_path: str, written: int,
     if not matches:
         return None
     fmt, pieces = _pieces(fp, size)
-    # The file of the same name in another folder goes first (checkpoint-#/optimizer.pt,
-    # global_step#/zero_pp_rank_1_optim_states.pt): there the number that differs is the
-    # folder's, the step. Beside it, a file with another number may be another rank or
-    # shard of the same step, of the same layout but unrelated content.
-    name, folder = posixpath.basename(entry_path), posixpath.dirname(entry_path)
-
-    def likeliest(m: tuple[int, FileEntry]) -> tuple[bool, int]:
-        path = m[1].path
-        return (posixpath.basename(path) == name and posixpath.dirname(path) != folder, m[0])
-
-    for _, fe in sorted(matches, key=likeliest, reverse=True):
+    for _, fe in sorted(matches, key=lambda m: (same_name_elsewhere(m[1].path, entry_path), m[0]), reverse=True):
         if _shared_bytes(size, fmt, pieces, fe) >= MIN_SHARED * size:
             return fe
     return None

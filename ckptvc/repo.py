@@ -562,29 +562,26 @@ class Repo:
                          added_here: list[tuple[Path, str, dict[str, FileEntry], int]]) -> Iterator[dict[str, FileEntry]]:
         """Tracked artifacts of `kind` and about `size` bytes that may share the layout of
         the new one at `p`, likeliest first: those of its name in sibling directories
-        (runs/step-2000/model.safetensors beside runs/step-1000/...: the step is the
-        folder's number, and a file beside it may be another rank or shard of the same
-        step), then the others beside it; each group what this add stored before it
-        (newest first), then the pointers (newest first). None written after `p` (by
-        its files' mtimes): the base is re-coded as a delta, and a later checkpoint must
-        stay the quick one to restore."""
-        from ckptvc.delta_base import sibling_pointers
+        (delta_base.same_name_elsewhere), then the others beside it; each group what
+        this add stored before it (newest first), then the pointers (newest first).
+        None written after `p` (by its files' mtimes): the base is re-coded as a delta,
+        and a later checkpoint must stay the quick one to restore."""
+        from ckptvc.delta_base import same_name_elsewhere, sibling_pointers
 
         def near(n: int) -> bool:
             return size // 2 <= n <= size * 2
 
         def cousin(path: Path) -> bool:
-            return path.name == p.name and path.parent != p.parent
+            return same_name_elsewhere(path.as_posix(), p.as_posix())
 
-        pointers = sibling_pointers(p, self.root)
         seen = {path for path, *_ in added_here}  # judged from memory
-        for group in (cousin, lambda path: not cousin(path)):
+        arts = [(pf, art) for pf in sibling_pointers(p, self.root) if (art := artifact_path_for(pf)) not in seen]
+        for first in (True, False):
             for path, k, files, when in reversed(added_here):
-                if group(path) and k == kind and when <= written and near(sum(f.size for f in files.values())):
+                if cousin(path) == first and k == kind and when <= written and near(sum(f.size for f in files.values())):
                     yield files
-            for pf in pointers:
-                art = artifact_path_for(pf)
-                if art in seen or not group(art):
+            for pf, art in arts:
+                if cousin(art) != first:
                     continue
                 try:
                     ptr = read_pointer(pf)

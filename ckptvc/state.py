@@ -82,9 +82,10 @@ class StateDB:
         if mtime_ns < self._clock_ns:
             return False
         try:
-            with open(self._clock, "ab"):
-                pass
-            os.utime(self._clock)  # the time a write now would give, at the file system's granularity
+            try:
+                os.utime(self._clock)  # the time a write now would give, at the file system's granularity
+            except FileNotFoundError:
+                self._clock.touch()
             self._clock_ns = os.stat(self._clock).st_mtime_ns
         except OSError:
             return True  # no clock to read: trust nothing

@@ -186,6 +186,33 @@ def test_a_file_rewritten_within_one_clock_tick_is_not_taken_as_unchanged(workdi
         assert repo.tracked()[0].pointer.blake3 == hash_bytes(b"other content " * 10_000)
 
 
+def test_without_a_readable_clock_no_stamp_is_trusted(workdir, cli):
+    """The file system's clock cannot be read (the clock is a link to a path under
+    /dev/null): every stamp is kept as racy, so a rewrite that keeps an old stamp is
+    still found (with a clock, such a stamp is trusted, as git trusts it)."""
+    (workdir / ".ckptvc" / "state").mkdir(parents=True, exist_ok=True)
+    (workdir / ".ckptvc" / "state" / "clock").symlink_to("/dev/null/clock")
+    path = workdir / "m.bin"
+    path.write_bytes(b"first content " * 10_000)
+    os.utime(path, ns=(10**18, 10**18))  # 2001: long before any clock reading
+    cli("add", "m.bin")
+    with open(path, "r+b") as f:
+        f.write(b"other content " * 10_000)
+    os.utime(path, ns=(10**18, 10**18))
+    assert cli("status", "--json").output.count('"workspace": "modified"') == 1
+
+
+def test_pull_or_push_of_an_unknown_path_is_one_line_and_changes_nothing(workdir, cli):
+    commit_versions(cli, workdir, "m.bin", [b"one" * 1000])
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*") if ".git" not in p.parts)
+    for cmd in ("pull", "fetch", "push"):
+        r = cli(cmd, "no-such-file", ok=False)
+        lines = [ln for ln in r.output.splitlines() if ln.strip()]
+        assert r.exit_code == 2 and len(lines) == 1 and "no-such-file" in lines[0], (cmd, r.output)
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*") if ".git" not in p.parts) == before
+    assert not (workdir.parent / "remote" / "objects").exists()
+
+
 def test_checkout_revision_restores_old_version_without_moving_head(workdir, cli):
     first, _ = commit_versions(cli, workdir, "m.bin", [b"version one" * 1000, b"version two" * 1000])
     head = (workdir / ".git" / "HEAD").read_bytes()
