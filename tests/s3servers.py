@@ -81,6 +81,10 @@ class S3Server:
     proc: subprocess.Popen
     log_path: Path
     verifies_checksums: bool
+    # If-None-Match: * checked and the object stored as one step, so two racing
+    # creators cannot both win. moto checks for the key, then stores, in two steps
+    # (moto/s3/responses.py, put_object), so concurrent creates can both succeed there.
+    atomic_conditional_writes: bool
     buckets: list[str] = field(default_factory=list)
 
     def client(self, endpoint: str | None = None):
@@ -164,7 +168,8 @@ def start_moto(workdir: Path) -> S3Server:
         except ServerUnavailable as exc:
             last = exc
             continue
-        server = S3Server("moto", endpoint, proc, log_path, verifies_checksums=False)
+        server = S3Server("moto", endpoint, proc, log_path, verifies_checksums=False,
+                          atomic_conditional_writes=False)
         server.create_bucket(BUCKET)
         return server
     assert last is not None
@@ -210,7 +215,8 @@ def start_seaweedfs(workdir: Path) -> S3Server:
                                         env=_server_env(), cwd=data)
             except OSError as exc:
                 raise ServerUnavailable(f"cannot run {weed}: {exc}") from exc
-        server = S3Server("seaweedfs", f"http://127.0.0.1:{s3}", proc, log_path, verifies_checksums=True)
+        server = S3Server("seaweedfs", f"http://127.0.0.1:{s3}", proc, log_path, verifies_checksums=True,
+                          atomic_conditional_writes=True)
 
         def ready(server: S3Server = server) -> bool:
             # The S3 port answers before the volume server takes writes: wait for a round trip.
