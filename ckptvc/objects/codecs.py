@@ -175,7 +175,15 @@ def _interleave(planes: list[np.ndarray], out: np.ndarray) -> None:
     plane i copied into byte i of every element, one strided pass per plane. With
     numpy 2.4 this beat shifting and ORing whole words (0.28-0.37 against 0.41-0.48
     CPU-s per 384 MiB of 4 planes; the mixed-type ORs copied through numpy's
-    buffers), and the inverse of _split_planes."""
+    buffers), and the inverse of _split_planes. Two planes (the HI parts along a split
+    chain, the top halves of standalone objects) are the exception: they join faster
+    as 16-bit words, hi << 8 | lo, two vectorised passes instead of two byte-strided
+    copies (a 1 MiB chunk: 189 against 420 us; for 4 planes the words lost at 8 MiB)."""
+    if len(planes) == 2:
+        words = out.view(_LE16)
+        np.left_shift(planes[1], 8, out=words, dtype=_LE16)
+        np.bitwise_or(words, planes[0], out=words, dtype=_LE16)
+        return
     grid = out.reshape(-1, len(planes))
     for i, plane in enumerate(planes):
         grid[:, i] = plane
