@@ -1105,17 +1105,18 @@ class Repo:
             if dest.is_dir():
                 raise WorkspaceConflictError(f"{label}: is a directory in the workspace; remove it first")
             self._sweep_temps(dest.parent)
-            restore_file(db, fe, dest, self.jobs, self.progress, label, self._fsync_checkout, self._trash_dir())
-            self._record_state(dest, fe, manifest_id)
+            written = restore_file(db, fe, dest, self.jobs, self.progress, label, self._fsync_checkout,
+                                   self._trash_dir())
+            self._record_state(dest, fe, manifest_id, written)
             return
         if dest.exists() and not dest.is_dir():
             raise WorkspaceConflictError(f"{label}: is a file in the workspace; remove it first")
         for fe in manifest.files:
             fdest = dest / fe.path
             self._sweep_temps(fdest.parent)
-            restore_file(db, fe, fdest, self.jobs, self.progress, f"{label}/{fe.path}", self._fsync_checkout,
-                         self._trash_dir())
-            self._record_state(fdest, fe, manifest_id)
+            written = restore_file(db, fe, fdest, self.jobs, self.progress, f"{label}/{fe.path}",
+                                   self._fsync_checkout, self._trash_dir())
+            self._record_state(fdest, fe, manifest_id, written)
         wanted = {fe.path for fe in manifest.files}
         for fp, entry in self._files_of(dest):
             if entry not in wanted:
@@ -1144,12 +1145,17 @@ class Repo:
                 discard_later(leftover)
         return trash
 
-    def _record_state(self, dest: Path, fe: FileEntry, manifest: str | None = None) -> None:
+    def _record_state(self, dest: Path, fe: FileEntry, manifest: str | None = None,
+                      written: os.stat_result | None = None) -> None:
+        """`written`: the restored file's stat taken before it was renamed into place. A
+        stat of `dest` now could see another process's write since the rename (one that
+        also set an old mtime, as `tar x` or `rsync -t` do, would not even be racy) and
+        pair it with the restored content's hash."""
         try:
             key = dest.resolve().relative_to(self.root).as_posix()
         except ValueError:
             return  # restored outside the work tree (-o DIR)
-        self.state.record(key, FileStamp.of(dest.stat()), fe.blake3, None)
+        self.state.record(key, FileStamp.of(written or dest.stat()), fe.blake3, None)
         if manifest:
             self.state.mark_saved(key, fe.blake3, manifest)
 

@@ -215,8 +215,9 @@ def _stamp_just_before_now(path: Path) -> None:
 
 def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progress: Progress = NULL_PROGRESS,
                  label: str | None = None, fsync: bool = False, trash_dir: Path | None = None,
-                 pools: WorkerPools | None = None) -> None:
-    """Rebuild `entry` at `dest`. The file's blake3 is checked before it replaces
+                 pools: WorkerPools | None = None) -> os.stat_result:
+    """Rebuild `entry` at `dest`; return the stat of the file as written (before any
+    other process could write to `dest`), for the stat cache. The file's blake3 is checked before it replaces
     anything; it covers every byte, so chunks are first decoded without hashing each
     one again. Only on a mismatch is the file rebuilt with every chunk (and every
     delta base) proven against its id, which names the corrupt object, or heals it
@@ -252,10 +253,12 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
             _stamp_just_before_now(tmp)
             if fsync:
                 os.fsync(f.fileno())
+            written = os.fstat(f.fileno())
         os.chmod(tmp, 0o755 if entry.executable else 0o644)
         # fsync asked for durability: keep the one atomic rename (a crash between two
         # renames could leave the path absent)
         _put_in_place(tmp, dest, None if fsync else trash_dir)
+        return written
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

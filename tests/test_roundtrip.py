@@ -201,6 +201,29 @@ def test_a_restored_file_is_known_unchanged_without_hashing_it_again(workdir, cl
         assert abs(st.st_mtime - time.time()) < 60  # still the time it was restored
 
 
+def test_a_write_between_the_restore_and_its_record_is_not_taken_as_the_restored_content(
+        workdir, cli, monkeypatch):
+    """Another process writes the file right after the restore renames it into place,
+    keeping its size and setting an old mtime (as `tar x` or `rsync -t` do): the stamp
+    recorded for the restored content must not describe that write."""
+    import ckptvc.restore as restore
+
+    shas = commit_versions(cli, workdir, "m.bin", [b"a" * 50_000, b"b" * 50_000])
+    put_in_place = restore._put_in_place
+
+    def and_then_another_writer(tmp, dest, trash_dir):
+        put_in_place(tmp, dest, trash_dir)
+        with open(dest, "r+b") as f:
+            f.write(b"c" * 50_000)
+        os.utime(dest, ns=(10**18, 10**18))  # 2001: not racy
+
+    with monkeypatch.context() as patched:
+        patched.setattr(restore, "_put_in_place", and_then_another_writer)
+        cli("checkout", shas[0])
+    assert (workdir / "m.bin").read_bytes() == b"c" * 50_000
+    assert cli("status", "--json").output.count('"workspace": "modified"') == 1
+
+
 def test_without_a_readable_clock_no_stamp_is_trusted(workdir, cli):
     """The file system's clock cannot be read (the clock is a link to a path under
     /dev/null): every stamp is kept as racy, so a rewrite that keeps an old stamp is
