@@ -532,9 +532,12 @@ class Repo:
         mid = db.put_manifest(manifest)
         if added_here is not None:
             added_here.append((p, kind, {fe.path: fe for fe in files}, written))
-        for (fp, _), fe in zip(file_list, files, strict=True):
+        # each file's stamp from before it was read: a stat now could see a write made
+        # since (with an old mtime, as tar x or rsync -t leave, not even racy) and pair
+        # it with the content that was read
+        for (fp, _), fe, st in zip(file_list, files, stats, strict=True):
             state.mark_saved(self._rel(fp), fe.blake3, mid)
-            state.record(self._rel(fp), FileStamp.of(fp.stat()), fe.blake3,
+            state.record(self._rel(fp), FileStamp.of(st), fe.blake3,
                          {"manifest": mid, "entry": _entry_to_state(fe)})
         digest = files[0].blake3 if kind == "file" else dir_digest(files)
         if old is not None and old.manifest == mid and not meta and not user:

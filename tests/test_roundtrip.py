@@ -224,6 +224,30 @@ def test_a_write_between_the_restore_and_its_record_is_not_taken_as_the_restored
     assert cli("status", "--json").output.count('"workspace": "modified"') == 1
 
 
+def test_a_write_between_an_add_and_its_record_is_not_taken_as_the_added_content(workdir, cli, monkeypatch):
+    """As above, for add: a write after the file was read and before its stamp is
+    recorded, keeping the size and setting an old mtime, must not pass for the content
+    that was stored."""
+    from ckptvc.ingest import Ingester
+
+    path = workdir / "m.bin"
+    path.write_bytes(b"a" * 50_000)
+    os.utime(path, ns=(10**18 + 10**9, 10**18 + 10**9))  # written a while ago: not racy
+    store_file = Ingester.store_file
+
+    def and_then_another_writer(self, fp, *args, **kwargs):
+        stored = store_file(self, fp, *args, **kwargs)
+        with open(fp, "r+b") as f:
+            f.write(b"c" * 50_000)
+        os.utime(fp, ns=(10**18, 10**18))
+        return stored
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Ingester, "store_file", and_then_another_writer)
+        cli("add", "m.bin")
+    assert cli("status", "--json").output.count('"workspace": "modified"') == 1
+
+
 def test_without_a_readable_clock_no_stamp_is_trusted(workdir, cli):
     """The file system's clock cannot be read (the clock is a link to a path under
     /dev/null): every stamp is kept as racy, so a rewrite that keeps an old stamp is
