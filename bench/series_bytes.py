@@ -25,15 +25,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run_bench as rb  # noqa: E402
+
 from ckptvc.repo import Repo  # noqa: E402
 
 
 def files_of(p: Path) -> list[Path]:
     return [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
-
-
-def tree_size(root: Path) -> int:
-    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
 
 
 def main() -> int:
@@ -71,7 +70,7 @@ def main() -> int:
             with Repo.open(work) as repo:
                 repo.add([target])
                 repo.commit(src.name)
-            cache = tree_size(work / ".ckptvc" / "cache")
+            cache = rb.tree_bytes(work / ".ckptvc" / "cache")["apparent"]
             print(f"{src.name}: cache {cache / 2**20:8.1f} MiB = {cache / raw:.3f}x raw, "
                   f"{cache / sum(unique.values()):.3f}x whole-file dedup  (add+commit {time.perf_counter() - t0:.1f} s)",
                   flush=True)

@@ -1148,8 +1148,7 @@ class Repo:
                 discard_later(leftover)
         return trash
 
-    def _record_state(self, dest: Path, fe: FileEntry, manifest: str | None = None,
-                      written: os.stat_result | None = None) -> None:
+    def _record_state(self, dest: Path, fe: FileEntry, manifest: str | None, written: os.stat_result) -> None:
         """`written`: the restored file's stat taken before it was renamed into place. A
         stat of `dest` now could see another process's write since the rename (one that
         also set an old mtime, as `tar x` or `rsync -t` do, would not even be racy) and
@@ -1158,7 +1157,7 @@ class Repo:
             key = dest.resolve().relative_to(self.root).as_posix()
         except ValueError:
             return  # restored outside the work tree (-o DIR)
-        self.state.record(key, FileStamp.of(written or dest.stat()), fe.blake3, None)
+        self.state.record(key, FileStamp.of(written), fe.blake3, None)
         if manifest:
             self.state.mark_saved(key, fe.blake3, manifest)
 

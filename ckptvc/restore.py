@@ -26,6 +26,7 @@ from ckptvc.objects.manifest import FileEntry
 from ckptvc.objects.objectdb import ObjectDB
 from ckptvc.parallel import WorkerPools, ordered_map
 from ckptvc.progress import NULL_PROGRESS, Progress
+from ckptvc.state import fs_clock_ns
 
 tune_allocator()
 
@@ -208,17 +209,16 @@ def _stamp_just_before_now(path: Path) -> None:
     273 MB file here), was kept as racy, and the next status, add or checkout hashed
     the whole file again to trust it."""
     with contextlib.suppress(OSError):  # then the stamp is racy: hashed again, never trusted wrongly
-        os.utime(path)
-        now = os.stat(path)
-        os.utime(path, ns=(now.st_atime_ns, now.st_mtime_ns - 1))
+        now = fs_clock_ns(path)
+        os.utime(path, ns=(now, now - 1))
 
 
 def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progress: Progress = NULL_PROGRESS,
                  label: str | None = None, fsync: bool = False, trash_dir: Path | None = None,
                  pools: WorkerPools | None = None) -> os.stat_result:
     """Rebuild `entry` at `dest`; return the stat of the file as written (before any
-    other process could write to `dest`), for the stat cache. The file's blake3 is checked before it replaces
-    anything; it covers every byte, so chunks are first decoded without hashing each
+    other process could write to `dest`), for the stat cache. The file's blake3 is
+    checked before it replaces anything; it covers every byte, so chunks are first decoded without hashing each
     one again. Only on a mismatch is the file rebuilt with every chunk (and every
     delta base) proven against its id, which names the corrupt object, or heals it
     from a remote that has a good copy. fsync=True makes the file durable before

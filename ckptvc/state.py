@@ -45,6 +45,16 @@ class FileStamp:
 _RACY_INO = -1  # stored instead of the inode: the stamp never matches
 
 
+def fs_clock_ns(path: Path) -> int:
+    """The file system's clock at its own granularity: the mtime a write now would
+    give, read by setting `path`'s times to now (creating it when missing)."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        path.touch()
+    return os.stat(path).st_mtime_ns
+
+
 class StateDB:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,11 +92,7 @@ class StateDB:
         if mtime_ns < self._clock_ns:
             return False
         try:
-            try:
-                os.utime(self._clock)  # the time a write now would give, at the file system's granularity
-            except FileNotFoundError:
-                self._clock.touch()
-            self._clock_ns = os.stat(self._clock).st_mtime_ns
+            self._clock_ns = fs_clock_ns(self._clock)
         except OSError:
             return True  # no clock to read: trust nothing
         return mtime_ns >= self._clock_ns

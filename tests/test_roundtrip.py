@@ -201,6 +201,27 @@ def test_a_restored_file_is_known_unchanged_without_hashing_it_again(workdir, cl
         assert abs(st.st_mtime - time.time()) < 60  # still the time it was restored
 
 
+def test_a_restore_that_cannot_set_the_file_times_still_restores_and_trusts_nothing(workdir, cli, monkeypatch):
+    """Setting the restored file's times fails (a file system that refuses it): the
+    checkout still completes with the right bytes, and the stamp it records (racy or
+    not, by the clock) describes those bytes."""
+    import ckptvc.restore as restore
+
+    def refused(path):
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    data = [os.urandom(300_000), os.urandom(300_000)]
+    shas = commit_versions(cli, workdir, "m.bin", data)
+    with monkeypatch.context() as patched:
+        patched.setattr(restore, "fs_clock_ns", refused)
+        cli("checkout", shas[0])
+    assert (workdir / "m.bin").read_bytes() == data[0]
+    with Repo.open(workdir) as repo:
+        known = repo.state.lookup("m.bin", FileStamp.of((workdir / "m.bin").stat()))
+    assert known is None or known[0] == hash_bytes(data[0])
+    assert cli("status", "--json").output.count('"workspace": "clean"') == 1
+
+
 def test_a_write_between_the_restore_and_its_record_is_not_taken_as_the_restored_content(
         workdir, cli, monkeypatch):
     """Another process writes the file right after the restore renames it into place,
