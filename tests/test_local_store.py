@@ -4,6 +4,8 @@ sync() has made its bytes durable; superseded and deleted pending values vanish.
 
 from __future__ import annotations
 
+import pytest
+
 from ckptvc.stores.local import LocalStore
 
 KEY = "objects/ab/" + "c" * 62
@@ -124,3 +126,85 @@ def test_a_directory_whose_fsync_failed_is_synced_again(tmp_path, monkeypatch):
     monkeypatch.setattr("ckptvc.stores.local.fsync_dir", synced.append)
     store.sync()
     assert tmp_path / "s" / "objects" / "ab" in synced  # the rename there is made durable
+
+
+# ------------------------------------------------------------ read_once: O_DIRECT
+
+def _uncached_object(tmp_path, monkeypatch, size: int) -> tuple[LocalStore, bytes]:
+    """A published object whose pages have been dropped from the page cache (and
+    taken as uncached: the kernel may keep a page a moment longer)."""
+    import os
+
+    from ckptvc.stores import local
+
+    monkeypatch.setattr(local, "_tail_cached", lambda fd, size: False)
+    store = LocalStore(tmp_path / "s").ensure()
+    data = os.urandom(size)
+    store.write(KEY, data)
+    store.sync()
+    fd = os.open(store._path(KEY), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return store, data
+
+
+@pytest.mark.parametrize("size", [64 << 10, (64 << 10) + 1, 1_000_000, (1 << 20) - 1, 3 << 20])
+def test_read_once_reads_an_uncached_object_directly_byte_for_byte(tmp_path, monkeypatch, size):
+    store, data = _uncached_object(tmp_path, monkeypatch, size)
+    direct = []
+    real = LocalStore._read_direct
+    monkeypatch.setattr(LocalStore, "_read_direct", lambda self, fd, n: direct.append(n) or real(self, fd, n))
+    got = store.read_once(KEY)
+    assert bytes(got) == data
+    if store.reads_once_direct:  # the file system took O_DIRECT (ext4, xfs...)
+        assert direct == [size]
+
+
+def test_read_once_reads_a_cached_object_from_the_page_cache(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path / "s").ensure()
+    store.write(KEY, b"x" * (1 << 20))
+    store.sync()
+    assert store.read(KEY)  # its pages are in the page cache now
+    monkeypatch.setattr(LocalStore, "_read_direct", lambda *a: pytest.fail("a cached object was read from the disk"))
+    assert bytes(store.read_once(KEY)) == b"x" * (1 << 20)
+
+
+def test_read_once_falls_back_to_buffered_reads_where_o_direct_is_refused(tmp_path, monkeypatch):
+    import errno
+
+    from ckptvc.stores import local
+
+    store, data = _uncached_object(tmp_path, monkeypatch, 1 << 20)
+    real_fcntl = local.fcntl.fcntl
+
+    def refuse_direct(fd, cmd, arg=0):
+        if cmd == local.fcntl.F_SETFL and arg & local.os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_fcntl(fd, cmd, arg)
+
+    monkeypatch.setattr(local.fcntl, "fcntl", refuse_direct)
+    assert bytes(store.read_once(KEY)) == data
+    assert not store.reads_once_direct  # asked once, not again for every object
+    assert bytes(store.read_once(KEY)) == data
+
+
+def test_read_once_finishes_buffered_after_a_short_direct_read(tmp_path, monkeypatch):
+    import os
+
+    store, data = _uncached_object(tmp_path, monkeypatch, 1 << 20)
+    real_preadv = os.preadv
+    calls = []
+
+    def short_first(fd, buffers, offset, *flags):
+        calls.append(offset)
+        if len(calls) == 1 and not flags:
+            real_preadv(fd, [buffers[0][:8192]], offset)
+            return 5000  # a short read, ending off the alignment: the rest must be read buffered
+        return real_preadv(fd, buffers, offset, *flags)
+
+    monkeypatch.setattr(os, "preadv", short_first)
+    assert bytes(store.read_once(KEY)) == data
+    assert calls[:2] == [0, 5000]

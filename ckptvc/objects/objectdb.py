@@ -391,13 +391,13 @@ class ObjectDB:
                     head = self.cache.read_prefix(key, envelope.HEADER_SIZE + 64)
                     codec, _, params, off = envelope.parse_header(head, oid)
                     if whole:
-                        self.cache.prefetch(key)
+                        self._prefetch_whole(key)
                     elif codec == codecs.SPLIT_SUB and len(head) >= off + 4:
                         self.cache.prefetch(key, 0, off + 4 + int.from_bytes(head[off:off + 4], "little"))
                     elif codec == codecs.PLANES and params == bytes([4]):
                         self.cache.prefetch(key, self._high_planes_offset(key, head, off, oid))
                     else:
-                        self.cache.prefetch(key)
+                        self._prefetch_whole(key)
             except (KeyError, CkptvcError, OSError):
                 return  # the decoder's own read reports it
             base = envelope.delta_base(codec, params)
@@ -405,6 +405,12 @@ class ObjectDB:
                 return
             whole = whole and codec != codecs.SPLIT_SUB
             oid = base
+
+    def _prefetch_whole(self, key: str) -> None:
+        # a store that reads uncached objects directly (O_DIRECT) would read them
+        # twice: once into the page cache here, once from the disk there
+        if not getattr(self.cache, "reads_once_direct", False):
+            self.cache.prefetch(key)
 
     def get_manifest(self, oid: str) -> Manifest:
         return Manifest.from_bytes(bytes(self.get_raw(oid)), f"manifest {oid[:12]}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import threading
 import time
@@ -35,6 +36,10 @@ PUBLISH_EARLY_BYTES = 64 << 20
 # first): an add of a checkpoint of hundreds of GB then makes progress a kill does
 # not lose, and its temp files never hold more disk than this for clean_tmp.
 PUBLISH_EVERY_BYTES = 1 << 30
+# read_once reads objects at least this large with O_DIRECT, in whole blocks of this
+# alignment (4096 covers every common logical block size)
+DIRECT_READ_MIN_BYTES = 64 << 10
+DIRECT_ALIGN = 4096
 
 
 def _check_key(key: str) -> None:
@@ -105,11 +110,23 @@ def _parallel(fn, items: list) -> None:
             fn(item)
 
 
+def _tail_cached(fd: int, size: int) -> bool:
+    """Whether the file's last byte is in the page cache (then, most likely, all of
+    it: a header read alone does not bring in the end of a large object)."""
+    try:
+        return os.preadv(fd, [bytearray(1)], size - 1, os.RWF_NOWAIT) == 1
+    except OSError:
+        return False  # EAGAIN: not cached; EOPNOTSUPP: cannot tell, read it direct
+
+
 class LocalStore(Store):
     # a cache on the same filesystem may hard-link this store's values (plain,
     # immutable files) instead of copying them; a store standing in for a network
     # remote (in tests) says no
     lends_files = True
+    # read_once reads uncached objects with O_DIRECT; False once the file system
+    # refused it (tmpfs, some FUSE and network file systems)
+    reads_once_direct = hasattr(os, "O_DIRECT") and hasattr(os, "RWF_NOWAIT")
 
     def lends_to(self, other: Store) -> bool:
         """Whether `other` may take this store's values as hard links (link_from); on
@@ -163,12 +180,22 @@ class LocalStore(Store):
         with os.fdopen(self._open(key), "rb") as f:
             return f.read()
 
-    def read_once(self, key: str) -> bytes:
+    def read_once(self, key: str) -> bytes | memoryview:
         # Streaming gigabytes of objects through the page cache evicts what the user
-        # has cached and, on VMs, costs fresh pages for every byte; dropping each
-        # object once read lets the next reads and the restored file reuse the pages.
+        # has cached and, on VMs, costs fresh pages for every byte. An object not in
+        # the page cache is read with O_DIRECT, straight into our buffer: a cold 2 GiB
+        # pull spent 4.0-4.9 s of system CPU in buffered reads and 2.2-2.4 s direct,
+        # and its wall time went 6.1-6.4 -> 5.0-5.2 s. A cached one (just added, or
+        # read before) is read from the cache, then dropped so that the next reads and
+        # the restored file reuse its pages.
         fd = self._open(key)
         try:
+            if self.reads_once_direct:
+                size = os.fstat(fd).st_size
+                if size >= DIRECT_READ_MIN_BYTES and not _tail_cached(fd, size):
+                    data = self._read_direct(fd, size)
+                    if data is not None:
+                        return data
             with os.fdopen(fd, "rb", closefd=False) as f:
                 data = f.read()
             if hasattr(os, "posix_fadvise"):
@@ -176,6 +203,39 @@ class LocalStore(Store):
             return data
         finally:
             os.close(fd)
+
+    def _read_direct(self, fd: int, size: int) -> memoryview | None:
+        """The file's bytes read with O_DIRECT into an aligned buffer, or None (nothing
+        read, offset 0) where the file system refuses direct I/O: then this store
+        stops trying."""
+        import numpy as np  # only restores of large objects come here
+
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+        except OSError:
+            self.reads_once_direct = False
+            return None
+        want = -(-size // DIRECT_ALIGN) * DIRECT_ALIGN
+        buf = np.empty(want + DIRECT_ALIGN, dtype=np.uint8)
+        start = -buf.ctypes.data % DIRECT_ALIGN
+        view = memoryview(buf[start : start + want])
+        got = 0
+        try:
+            while got < size:
+                if got % DIRECT_ALIGN:
+                    fcntl.fcntl(fd, fcntl.F_SETFL, flags)  # a short read mid-file: the rest buffered
+                n = os.preadv(fd, [view[got:]], got)
+                if n == 0:
+                    break
+                got += n
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or got:
+                raise
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)  # alignment refused: read it buffered
+            self.reads_once_direct = False
+            return None
+        return view[: min(got, size)]
 
     def _open_random(self, key: str) -> int:
         # Parts of objects (headers, the HI part of a split delta) are read on their
