@@ -191,6 +191,35 @@ def test_read_once_falls_back_to_buffered_reads_where_o_direct_is_refused(tmp_pa
     assert bytes(store.read_once(KEY)) == data
 
 
+@pytest.mark.parametrize("code", ["EINVAL", "EOPNOTSUPP"])
+def test_read_once_falls_back_to_buffered_reads_where_direct_reads_fail(tmp_path, monkeypatch, code):
+    import errno
+    import fcntl
+    import os
+
+    store, data = _uncached_object(tmp_path, monkeypatch, 1 << 20)
+    real_preadv = os.preadv
+
+    def refuse_direct(fd, buffers, offset, *flags):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+        return real_preadv(fd, buffers, offset, *flags)
+
+    monkeypatch.setattr(os, "preadv", refuse_direct)
+    assert bytes(store.read_once(KEY)) == data
+    assert not store.reads_once_direct
+
+
+def test_read_once_reports_a_failing_disk(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    store, _ = _uncached_object(tmp_path, monkeypatch, 1 << 20)
+    monkeypatch.setattr(os, "preadv", lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "Input/output error")))
+    with pytest.raises(OSError, match="Input/output"):
+        store.read_once(KEY)
+
+
 def test_read_once_finishes_buffered_after_a_short_direct_read(tmp_path, monkeypatch):
     import os
 

@@ -230,9 +230,11 @@ class LocalStore(Store):
                     break
                 got += n
         except OSError as exc:
-            if exc.errno != errno.EINVAL or got:
+            if got or exc.errno in (errno.EIO, errno.ENOMEM):
                 raise
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags)  # alignment refused: read it buffered
+            # direct reads refused (EINVAL: alignment; EOPNOTSUPP and others on some
+            # FUSE, network and overlay file systems): read it buffered, as before
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
             self.reads_once_direct = False
             return None
         return view[: min(got, size)]
