@@ -184,10 +184,10 @@ class LocalStore(Store):
         # Streaming gigabytes of objects through the page cache evicts what the user
         # has cached and, on VMs, costs fresh pages for every byte. An object not in
         # the page cache is read with O_DIRECT, straight into our buffer: a cold 2 GiB
-        # pull spent 4.0-4.9 s of system CPU in buffered reads and 2.2-2.4 s direct,
-        # and its wall time went 6.1-6.4 -> 5.0-5.2 s. A cached one (just added, or
-        # read before) is read from the cache, then dropped so that the next reads and
-        # the restored file reuse its pages.
+        # pull spent 3.7-5.0 s of system CPU with buffered reads, 1.9-2.0 s with direct
+        # ones, and took 5.6-6.4 -> 4.3-4.5 s. A cached one (just added, or read
+        # before) is read from the cache, then dropped so that the next reads and the
+        # restored file reuse its pages.
         fd = self._open(key)
         try:
             if self.reads_once_direct:
