@@ -41,7 +41,7 @@ class _Prefetcher:
     chunks ahead of the decoders: the decoders read one object at a time each, which
     leaves a disk idle between requests; a few more in flight keep it busy."""
 
-    def __init__(self, objdb: ObjectDB, entry: FileEntry, pools: WorkerPools):
+    def __init__(self, objdb: ObjectDB, entry: FileEntry, pools: WorkerPools, once: bool):
         # streaming from a remote: more requests in flight, further ahead
         self.threads = objdb.fetch_ahead_jobs or PREFETCH_THREADS
         self.budget = threading.Semaphore(max(PREFETCH_AHEAD, 4 * self.threads))
@@ -49,15 +49,15 @@ class _Prefetcher:
         # a chain is walked header by header (each a small read that waits for the
         # disk): several chains at once keep the disk's queue full
         pool = pools.get("prefetch", self.threads)
-        self.thread = threading.Thread(target=self._run, args=(objdb, entry, pool), daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(objdb, entry, pool, once), daemon=True)
         self.thread.start()
 
-    def _run(self, objdb: ObjectDB, entry: FileEntry, pool: ThreadPoolExecutor) -> None:
+    def _run(self, objdb: ObjectDB, entry: FileEntry, pool: ThreadPoolExecutor, once: bool) -> None:
         for chunk in entry.chunks:
             self.budget.acquire()
             if self.stopped:
                 return
-            pool.submit(objdb.prefetch_chain, chunk.id)
+            pool.submit(objdb.prefetch_chain, chunk.id, once=once)
 
     def advance(self) -> None:
         self.budget.release()
@@ -240,7 +240,7 @@ def restore_file(objdb: ObjectDB, entry: FileEntry, dest: Path, jobs: int, progr
             if once:
                 reserve(f.fileno(), entry.size, dest)
             try:
-                prefetcher = _Prefetcher(objdb, entry, pools) if once or objdb.fetch_ahead_jobs else None
+                prefetcher = _Prefetcher(objdb, entry, pools, once) if once or objdb.fetch_ahead_jobs else None
                 digest = _write_chunks(f, entry, lambda c: objdb.get_raw(c.id, verify=False, once=once), jobs,
                                        progress, task, pools, prefetcher)
             except CorruptObjectError:

@@ -44,14 +44,23 @@ def _drop_remote(root: Path) -> None:
         repo.remote_remove("origin")
 
 
-@pytest.mark.parametrize("streaming", [False, True], ids=["small-file-path", "large-file-path"])
+@pytest.mark.parametrize("streaming", [False, True, "direct"],
+                         ids=["small-file-path", "large-file-path", "large-file-direct-reads"])
 def test_flipped_byte_in_cache_is_caught_and_workspace_kept(workdir, cli, monkeypatch, streaming):
     import threading
 
     import ckptvc.restore as restore_mod
+    from ckptvc.stores import local
 
     if streaming:  # the large-file path: objects read once, a prefetcher thread ahead
         monkeypatch.setattr(restore_mod, "STREAM_MIN_BYTES", 1)
+    direct_reads = []
+    if streaming == "direct":  # and every object read past the page cache (O_DIRECT)
+        real_direct = local.LocalStore._read_direct
+        monkeypatch.setattr(local, "DIRECT_READ_MIN_BYTES", 1)
+        monkeypatch.setattr(local, "_tail_cached", lambda fd, size: False)
+        monkeypatch.setattr(local.LocalStore, "_read_direct",
+                            lambda self, fd, size: direct_reads.append(size) or real_direct(self, fd, size))
     threads_before = threading.active_count()
     series = training_series(2)
     write_safetensors(workdir / "m.safetensors", series[0])
@@ -75,6 +84,8 @@ def test_flipped_byte_in_cache_is_caught_and_workspace_kept(workdir, cli, monkey
     assert (workdir / "m.safetensors").read_bytes() == current
     assert not list(workdir.glob(".m.safetensors.*.tmp"))
     assert threading.active_count() == threads_before  # no prefetcher or worker left behind
+    if streaming == "direct" and local.LocalStore.reads_once_direct:
+        assert direct_reads  # the corrupt object came through the direct path
 
 
 def test_corrupt_cache_object_is_healed_from_remote(workdir, cli):

@@ -237,3 +237,22 @@ def test_read_once_finishes_buffered_after_a_short_direct_read(tmp_path, monkeyp
     monkeypatch.setattr(os, "preadv", short_first)
     assert bytes(store.read_once(KEY)) == data
     assert calls[:2] == [0, 5000]
+
+
+@pytest.mark.parametrize("once", [False, True])
+def test_prefetch_for_read_once_skips_readahead_only_when_reads_go_direct(tmp_path, monkeypatch, once):
+    import os
+
+    store = LocalStore(tmp_path / "s").ensure()
+    store.write(KEY, b"x" * (1 << 20))
+    store.sync()
+    hints = []
+    real = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: hints.append(advice) or real(fd, off, n, advice))
+    store.prefetch(KEY, once=once)
+    skipped = once and store.reads_once_direct
+    assert hints == ([] if skipped else [os.POSIX_FADV_WILLNEED])
+    hints.clear()
+    store.reads_once_direct = False  # a file system that refused direct reads: read_once reads buffered
+    store.prefetch(KEY, once=once)
+    assert hints == [os.POSIX_FADV_WILLNEED]

@@ -372,11 +372,12 @@ class ObjectDB:
         or reported here)."""
         self.cache.prefetch(object_key(oid))
 
-    def prefetch_chain(self, oid: str, max_depth: int = 64) -> None:
+    def prefetch_chain(self, oid: str, max_depth: int = 64, once: bool = False) -> None:
         """Start reading an object and what a decode of it reads of its delta bases:
         whole bases, or only the parts that split deltas need (a hint only: errors end
-        it, the real reads check everything). In a streaming pull (fetch_ahead_jobs),
-        objects missing from the cache are read through into it instead."""
+        it, the real reads check everything). once: the decode reads whole objects with
+        read_once (get_raw(once=True)). In a streaming pull (fetch_ahead_jobs), objects
+        missing from the cache are read through into it instead."""
         from ckptvc.objects import codecs
 
         whole = True
@@ -391,13 +392,13 @@ class ObjectDB:
                     head = self.cache.read_prefix(key, envelope.HEADER_SIZE + 64)
                     codec, _, params, off = envelope.parse_header(head, oid)
                     if whole:
-                        self._prefetch_whole(key)
+                        self.cache.prefetch(key, once=once)
                     elif codec == codecs.SPLIT_SUB and len(head) >= off + 4:
                         self.cache.prefetch(key, 0, off + 4 + int.from_bytes(head[off:off + 4], "little"))
                     elif codec == codecs.PLANES and params == bytes([4]):
                         self.cache.prefetch(key, self._high_planes_offset(key, head, off, oid))
                     else:
-                        self._prefetch_whole(key)
+                        self.cache.prefetch(key, once=once)
             except (KeyError, CkptvcError, OSError):
                 return  # the decoder's own read reports it
             base = envelope.delta_base(codec, params)
@@ -405,12 +406,6 @@ class ObjectDB:
                 return
             whole = whole and codec != codecs.SPLIT_SUB
             oid = base
-
-    def _prefetch_whole(self, key: str) -> None:
-        # a store that reads uncached objects directly (O_DIRECT) would read them
-        # twice: once into the page cache here, once from the disk there
-        if not getattr(self.cache, "reads_once_direct", False):
-            self.cache.prefetch(key)
 
     def get_manifest(self, oid: str) -> Manifest:
         return Manifest.from_bytes(bytes(self.get_raw(oid)), f"manifest {oid[:12]}")

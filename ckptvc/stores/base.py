@@ -49,9 +49,10 @@ class Store(ABC):
         data = self.read(key)
         return data[offset:] if length is None else data[offset : offset + length]
 
-    def prefetch(self, key: str, offset: int = 0, length: int | None = None) -> None:  # noqa: B027
+    def prefetch(self, key: str, offset: int = 0, length: int | None = None,  # noqa: B027
+                 once: bool = False) -> None:
         """Hint that (a range of) `key` will be read soon (stores with a page cache start
-        reading it). Optional: a no-op by default."""
+        reading it); once=True: by read_once. Optional: a no-op by default."""
 
     def read_prefix(self, key: str, length: int) -> bytes:
         """The first `length` bytes of a value (headers); raises KeyError when absent."""
