@@ -25,20 +25,12 @@ import sys
 import tempfile
 import threading
 import time
-import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def drop_caches() -> bool:
-    os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
+import run_bench as rb  # noqa: E402
 
 
 def object_files(remote: Path) -> list[Path]:
@@ -75,30 +67,24 @@ def read_all(files: list[Path], threads: int, direct: bool) -> tuple[float, floa
 
 def remote_floor(remote: Path) -> None:
     files = object_files(remote)
-    dropped = drop_caches()
-    print(f"{remote}: {len(files)} objects of 1 MiB or more; page cache drop {'worked' if dropped else 'FAILED'}")
+    pc = rb.PageCache(enabled=True)
+    pc.drop()
+    print(f"{remote}: {len(files)} objects of 1 MiB or more; page cache drop: {pc.summary()}")
     for direct in (True, False):
         for threads in (1, 2, 4, 8):
-            drop_caches()
-            wall, cpu, total = read_all(files, threads, direct)
+            pc.drop()
+            try:
+                wall, cpu, total = read_all(files, threads, direct)
+            except OSError as exc:  # EINVAL: a file system that refuses O_DIRECT (tmpfs, some FUSE)
+                print(f"  {'O_DIRECT' if direct else 'buffered'} reads refused: {exc.strerror}")
+                break
             print(f"  {'O_DIRECT' if direct else 'buffered'} {threads} threads: {total / 2**20:7.0f} MiB in "
                   f"{wall:5.2f} s = {total / wall / 1e6:5.0f} MB/s, {cpu:4.2f} CPU-s")
 
 
-def _server_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def s3_floor() -> None:
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    try:
-        import pytest  # noqa: F401  (tests/s3servers.py defines fixtures at import time)
-    except ImportError:
-        shim = types.ModuleType("pytest")
-        shim.fixture = lambda *a, **k: (a[0] if a and callable(a[0]) else (lambda f: f))  # type: ignore[attr-defined]
-        sys.modules["pytest"] = shim
-    import s3servers
+    # the S3 bench's server helpers (it makes tests/s3servers.py importable without pytest)
+    from run_s3_bench import proc_cpu_s, s3servers
 
     for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
                  ("AWS_DEFAULT_REGION", "us-east-1")):
@@ -113,10 +99,10 @@ def s3_floor() -> None:
             big = [b"".join(small[i:i + 4]) for i in range(0, 100, 4)]
 
             def step(label: str, fn, items) -> None:
-                s0, c0, t0 = _server_cpu(pid), time.process_time(), time.perf_counter()
+                s0, c0, t0 = proc_cpu_s(pid), time.process_time(), time.perf_counter()
                 with ThreadPoolExecutor(8) as pool:
                     list(pool.map(fn, items))
-                wall, cpu, server_cpu = time.perf_counter() - t0, time.process_time() - c0, _server_cpu(pid) - s0
+                wall, cpu, server_cpu = time.perf_counter() - t0, time.process_time() - c0, proc_cpu_s(pid) - s0
                 print(f"  {label}: {wall:5.2f} s, client {cpu:4.2f} CPU-s ({cpu / len(items) * 1000:4.1f} ms per "
                       f"request), server {server_cpu:4.2f} CPU-s ({server_cpu / 200 * 1000:4.1f} ms per MiB)")
 

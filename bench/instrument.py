@@ -6,7 +6,8 @@
 
 Wraps the functions that do the work (reads, decodes, writes, hashes, codecs, S3 GETs)
 with timers that add up wall time and thread CPU time (time.thread_time) by function and
-by thread pool, then runs the command through the Python API. A function whose wall time
+by thread pool, then runs the command through the Python API. Times are inclusive (get_raw
+contains read_stored and decode). A function whose wall time
 is far above its CPU time waits: for the disk, the network, the GIL or a lock. Sums over a
 pool's threads: divide by the pool's size for the time of one thread. The wrappers cost a
 few percent. Set CK=DIR to measure the ckptvc tree in DIR.
@@ -17,14 +18,16 @@ from __future__ import annotations
 import collections
 import functools
 import os
-import subprocess
 import sys
 import threading
 import time
 
-sys.path.insert(0, os.environ.get("CK", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.environ.get("CK", os.path.join(HERE, "..")))
+sys.path.insert(1, HERE)
 
 import blake3  # noqa: E402
+import run_bench as rb  # noqa: E402
 
 import ckptvc.ingest as ingest  # noqa: E402
 import ckptvc.restore as restore  # noqa: E402
@@ -100,7 +103,9 @@ def main() -> int:
     instrument()
     os.chdir(where)
     if what == "pull":
-        subprocess.run("sync; echo 3 > /proc/sys/vm/drop_caches", shell=True, check=False)
+        pc = rb.PageCache(enabled=True)
+        pc.drop()
+        print(f"page cache drop: {pc.summary()}")
     t0, c0 = time.perf_counter(), time.process_time()
     with Repo.open(".") as repo:
         if what == "pull":
