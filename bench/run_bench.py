@@ -752,7 +752,29 @@ def export_ckptvc(rev: str, dest: Path) -> Path:
     if arch.returncode != 0:
         raise BenchError(f"git archive {rev}: {arch.stderr.decode(errors='replace').strip()}")
     subprocess.run(["tar", "-x", "-C", str(dest)], input=arch.stdout, check=True)
+    build_c_kernels(rev, dest)
     return dest
+
+
+def build_c_kernels(rev: str, dest: Path) -> None:
+    """Build the optional C module of an exported tree in place, as `pip install` does (a
+    plain export would measure the numpy fallback). Revisions before it had no setup.py."""
+    if subprocess.run([GIT, "cat-file", "-e", f"{rev}:setup.py"], cwd=PROJECT, capture_output=True).returncode:
+        return
+    setup = subprocess.run([GIT, "show", f"{rev}:setup.py"], cwd=PROJECT, capture_output=True, check=True).stdout
+    (dest / "setup.py").write_bytes(setup)
+    built = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--build-temp",
+                            str(dest / "build")], cwd=dest, capture_output=True, text=True)
+    if built.returncode != 0:
+        raise BenchError(f"building the C kernels of {rev}: {built.stderr.strip()[-400:]}")
+
+
+def c_kernels(cwd: Path) -> str:
+    """Whether the measured ckptvc runs its byte-plane loops in C ("yes", "no", or "n/a"
+    for a revision without them)."""
+    probe = subprocess.run([sys.executable, "-c", "from ckptvc.objects import planes_kernels as k; print(k.HAVE_C)"],
+                           env=ENV, cwd=cwd, capture_output=True, text=True)
+    return {"True": "yes", "False": "no"}.get(probe.stdout.strip(), "n/a")
 
 
 def compile_ckptvc(cwd: Path) -> None:
@@ -880,6 +902,7 @@ def main() -> int:
         "ckptvc_imported_from": subprocess.run(
             [sys.executable, "-c", "import ckptvc; print(ckptvc.__file__)"], env=ENV, cwd=tmp, capture_output=True,
             text=True).stdout.strip(),
+        "ckptvc_c_kernels": c_kernels(tmp),
         "dvc_version": tool_version([DVC, "--version"]),
         "git_version": tool_version([GIT, "--version"]),
         "platform": platform.platform(),
@@ -894,7 +917,7 @@ def main() -> int:
                       "*_alloc_bytes = st_blocks*512",
     }
     print(f"ckptvc: {meta['ckptvc_version']} at {meta['ckptvc_project_rev']}\n"
-          f"        imported from {meta['ckptvc_imported_from']}")
+          f"        imported from {meta['ckptvc_imported_from']} (C kernels: {meta['ckptvc_c_kernels']})")
     print(f"dvc {meta['dvc_version']}, "
           f"{meta['cpus']} CPUs, {meta['mem_gib']} GiB, temp dir {tmp} ({meta['tmp_fs']})", flush=True)
 

@@ -308,6 +308,7 @@ def main() -> int:
         "ckptvc_imported_from": subprocess.run(
             [sys.executable, "-c", "import ckptvc; print(ckptvc.__file__)"], env=rb.ENV, cwd=tmp,
             capture_output=True, text=True).stdout.strip(),
+        "ckptvc_c_kernels": rb.c_kernels(tmp),
         "dvc_version": rb.tool_version([rb.DVC, "--version"]),
         "dvc_s3": subprocess.run([sys.executable, "-c", "import dvc_s3, s3fs; print(s3fs.__version__)"],
                                  env=rb.ENV, capture_output=True, text=True).stdout.strip() or "MISSING",
@@ -328,7 +329,7 @@ def main() -> int:
     if meta["dvc_s3"] == "MISSING" and "dvc" in tools_wanted:
         ap.error("dvc-s3 is missing: pip install 'dvc[s3]' into this venv")
     print(f"ckptvc: {meta['ckptvc_version']} at {meta['ckptvc_project_rev']}\n"
-          f"        imported from {meta['ckptvc_imported_from']}")
+          f"        imported from {meta['ckptvc_imported_from']} (C kernels: {meta['ckptvc_c_kernels']})")
     print(f"dvc {meta['dvc_version']} (s3fs {meta['dvc_s3']}); SeaweedFS {meta['weed_version']}; "
           f"{meta['cpus']} CPUs, {meta['mem_gib']} GiB, temp dir {tmp} ({meta['tmp_fs']})", flush=True)
 

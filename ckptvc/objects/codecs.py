@@ -45,7 +45,7 @@ import numpy as np
 import zstandard
 
 from ckptvc.errors import CorruptObjectError
-from ckptvc.objects import envelope
+from ckptvc.objects import envelope, planes_kernels
 
 RAW, ZSTD, PLANES, XOR_PLANES, SUB_PLANES, SPLIT_SUB = 0, 1, 2, 3, 4, 5
 DELTA_CODECS = envelope.DELTA_CODECS
@@ -129,10 +129,7 @@ def _nbytes(buf: Buffer) -> int:
 def _split_planes(raw: Buffer, width: int) -> tuple[list[np.ndarray], memoryview]:
     n = _nbytes(raw) // width
     arr = np.frombuffer(raw, dtype=np.uint8)
-    grouped = np.empty((width, n), dtype=np.uint8)  # one contiguous row per byte position
-    # a transposing copy, one pass and no casts: with numpy 2.4, 0.26-0.39 CPU-s per
-    # 384 MiB against 0.44-0.67 s for shifting and narrowing whole words
-    grouped[:] = arr[: n * width].reshape(n, width).T
+    grouped = planes_kernels.split(arr, width)
     return [grouped[i] for i in range(width)], memoryview(arr[n * width :])
 
 
@@ -171,22 +168,9 @@ _LE16 = np.dtype("<u2")
 
 
 def _interleave(planes: list[np.ndarray], out: np.ndarray) -> None:
-    """out (a uint8 array of n * len(planes) bytes) from byte planes, lowest first:
-    plane i copied into byte i of every element, one strided pass per plane. With
-    numpy 2.4 this beat shifting and ORing whole words (0.28-0.37 against 0.41-0.48
-    CPU-s per 384 MiB of 4 planes; the mixed-type ORs copied through numpy's
-    buffers), and the inverse of _split_planes. Two planes (the HI parts along a split
-    chain, the top halves of standalone objects) are the exception: they join faster
-    as 16-bit words, hi << 8 | lo, two vectorised passes instead of two byte-strided
-    copies (a 1 MiB chunk: 189 against 420 us; for 4 planes the words lost at 8 MiB)."""
-    if len(planes) == 2:
-        words = out.view(_LE16)
-        np.left_shift(planes[1], 8, out=words, dtype=_LE16)
-        np.bitwise_or(words, planes[0], out=words, dtype=_LE16)
-        return
-    grid = out.reshape(-1, len(planes))
-    for i, plane in enumerate(planes):
-        grid[:, i] = plane
+    """out (a uint8 array of n * len(planes) bytes) from byte planes, lowest first: the
+    inverse of _split_planes."""
+    planes_kernels.join(planes, out)
 
 
 def _decoded_planes(payload: memoryview, n: int, width: int, where: str) -> tuple[list[np.ndarray], int]:
@@ -373,24 +357,8 @@ _U32 = struct.Struct("<I")
 
 
 def top16(raw: Buffer) -> np.ndarray:
-    """The high 16 bits of each little-endian 32-bit element (a strided copy of every
-    other 16-bit word: 1.3-1.9x faster than shifting and narrowing the words)."""
-    a = np.frombuffer(raw, dtype=np.uint8)
-    return a[: len(a) // 4 * 4].view(_LE16)[1::2].copy()
-
-
-def _zigzag16(d: np.ndarray) -> np.ndarray:
-    return (d << 1) ^ (d.view(np.int16) >> 15).view(np.uint16)
-
-
-def _unzigzag16_add(zz: np.ndarray, base_top: np.ndarray) -> np.ndarray:
-    """base_top + unzigzag(zz), computed in place in `zz` (a scratch array the caller owns)."""
-    sign = np.bitwise_and(zz, np.uint16(1))
-    np.negative(sign, out=sign)
-    np.right_shift(zz, np.uint16(1), out=zz)
-    np.bitwise_xor(zz, sign, out=zz)
-    np.add(zz, base_top, out=zz)
-    return zz
+    """The high 16 bits of each little-endian 32-bit element."""
+    return planes_kernels.top16(raw)
 
 
 def planes_table(payload: Buffer, width: int, where: str) -> list[tuple[int, int, int]]:
@@ -472,7 +440,7 @@ def split_top16(params: bytes, hi_payload: Buffer, raw_size: int, where: str, ba
     if len(base_top) != n:
         raise CorruptObjectError(f"{where}: delta base has the wrong size")
     zz = decode_planes_payload(memoryview(hi_payload), n * 2, 2, where).view(np.uint16)
-    return _unzigzag16_add(zz, base_top)
+    return planes_kernels.unzigzag16_add(zz, base_top)
 
 
 def encode_split(lo_part: Buffer | None, raw: Buffer | None, own_top: np.ndarray, base_top: np.ndarray,
@@ -481,11 +449,10 @@ def encode_split(lo_part: Buffer | None, raw: Buffer | None, own_top: np.ndarray
     bytes (the low planes of the object's standalone PLANES form, byte for byte the
     planes payload of its low 16 bits) or coded here from `raw`."""
     level = min(level + DELTA_LEVEL_BONUS, 19)
-    zz = _zigzag16(own_top - base_top)
+    zz = planes_kernels.zigzag16_sub(own_top, base_top)
     hi = encode_planes_parts(zz.view(np.uint8), 2, level, GIVE_UP_DELTA)
     if lo_part is None:
-        lo16 = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 4)[:, :2]
-        lo = encode_planes_parts(np.ascontiguousarray(lo16).reshape(-1), 2, level, GIVE_UP_DELTA)
+        lo = encode_planes_parts(planes_kernels.low16(raw).view(np.uint8), 2, level, GIVE_UP_DELTA)
     else:
         lo = [lo_part]
     params = bytes.fromhex(base_id) + bytes([SPLIT_WIDTH, base_depth + 1, SPLIT_HIGH])
@@ -537,13 +504,8 @@ def _decode_split(params: bytes, payload: memoryview, raw_size: int, where: str,
     lo_planes, off = _decoded_planes(lo_payload, n, 2, where)
     if off != len(lo_payload):
         raise CorruptObjectError(f"{where}: bad tail length")
-    # each output byte written once: the two low byte planes into bytes 0 and 1 of
-    # every element, the top halves into bytes 2-3 (no 16-bit low half in between)
     out = np.empty(raw_size, dtype=np.uint8)
-    grid = out.reshape(n, 4)
-    grid[:, 0] = lo_planes[0]
-    grid[:, 1] = lo_planes[1]
-    out.view(_LE16).reshape(n, 2)[:, 1] = top
+    planes_kernels.join_low_top(lo_planes[0], lo_planes[1], top, out)
     return memoryview(out)
 
 
