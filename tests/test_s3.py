@@ -69,6 +69,17 @@ class Calls:
         self.ops: Counter[str] = Counter()
         self._lock = threading.Lock()
         store.client.meta.events.register("before-call.s3", self._on_call)
+        # GETs answered outside botocore (s3_direct.py) count as GetObject too
+        direct, get = store.direct, store.direct.get
+
+        def counted_get(*args, **kwargs):
+            got = get(*args, **kwargs)
+            if got is not None:
+                with self._lock:
+                    self.ops["GetObject"] += 1
+            return got
+
+        direct.get = counted_get
 
     def _on_call(self, model, **_):
         with self._lock:
