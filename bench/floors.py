@@ -10,8 +10,9 @@ restore from that remote reads these bytes, so the best of these times is a floo
 its wall time (add Python's start, ~0.2 s).
 
 --s3: starts SeaweedFS (tests/s3servers.py) on 127.0.0.1, PUTs 200 MiB as 100 objects of
-2 MiB and as 25 of 8 MiB, then GETs the 2 MiB ones, 8 at a time with boto3, reading the
-server's CPU from /proc around each step. On a machine where the server shares the
+2 MiB and as 25 of 8 MiB, then GETs the 2 MiB ones, 8 at a time with boto3, then as a
+ckptvc S3 store reads objects (through boto3, and outside it: stores/s3_direct.py), reading
+the server's CPU from /proc around each step. On a machine where the server shares the
 cores with the tool, server CPU-s plus client CPU-s over the core count is a floor under
 a push's or pull's wall time.
 """
@@ -113,6 +114,19 @@ def s3_floor() -> None:
                  range(25))
             step("GET 100 x 2 MiB", lambda i: client.get_object(Bucket="floors", Key=f"s/{i}")["Body"].read(),
                  range(100))
+            # the same objects as a ckptvc S3 store reads them: through boto3, then outside it
+            from ckptvc.stores.s3 import S3Store
+
+            keys = [f"objects/{i:02x}/{'0' * 62}" for i in range(100)]
+            step("PUT 100 x 2 MiB (store)", lambda i: client.put_object(Bucket="floors", Key=keys[i], Body=small[i]),
+                 range(100))
+            for label, direct in (("boto3", "0"), ("direct", "1"), ("boto3", "0"), ("direct", "1")):
+                os.environ["CKPTVC_S3_DIRECT_GET"] = direct
+                store = S3Store.from_url("s3://floors", endpoint_url=server.endpoint)
+                store.read(keys[0])  # the client made before the clock starts
+                step(f"GET 100 x 2 MiB, store, {label:6s}", lambda i, st=store: st.read(keys[i]), range(100))
+                store.close()
+            os.environ.pop("CKPTVC_S3_DIRECT_GET")
         finally:
             server.stop()
 
