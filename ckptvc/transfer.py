@@ -162,10 +162,12 @@ def read_manifests(remote: Store, manifest_ids: Iterable[str]) -> dict[str, tupl
 
 
 def fetch(db: ObjectDB, remote: Store, manifest_ids: Iterable[str], jobs: int,
-          progress: Progress = NULL_PROGRESS, manifests: dict[str, tuple[bytes, Manifest]] | None = None
-          ) -> TransferStats:
+          progress: Progress = NULL_PROGRESS, manifests: dict[str, tuple[bytes, Manifest]] | None = None,
+          complete: set[str] | frozenset[str] = frozenset()) -> TransferStats:
     """Bring what `manifest_ids` need into the cache, manifests last. `manifests`:
-    ones already read with read_manifests (a streaming pull), not read again."""
+    ones already read with read_manifests (a streaming pull), not read again.
+    `complete`: objects known to be in the cache with their whole delta chains (the
+    ones a streaming restore decoded): not looked at again."""
     stats = TransferStats()
     manifest_ids = sorted(set(manifest_ids))
     todo = db.missing(manifest_ids)
@@ -183,7 +185,7 @@ def fetch(db: ObjectDB, remote: Store, manifest_ids: Iterable[str], jobs: int,
     try:
         # the closure follows delta bases through what the cache already has and
         # stops at what it lacks; the bases of those are learnt as they arrive
-        wanted = db.missing(db.closure(chunks))
+        wanted = db.missing(db.closure(chunks, complete=complete))
         while wanted:
             bases = copy_objects(remote, db.cache, wanted, jobs, progress, "fetch objects", stats, link=True)
             wanted = db.missing(set(bases))

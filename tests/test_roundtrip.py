@@ -594,3 +594,45 @@ def test_pull_from_a_local_remote_links_objects_as_it_restores(workdir, cli, tmp
         for p in copied:  # only manifests are written anew (after the objects they name)
             assert db.get_manifest(p.parent.name + p.name).files
     assert len(copied) <= 2
+
+
+def test_pull_of_an_old_version_leaves_a_complete_cache_without_walking_its_chains_again(workdir, cli, tmp_path,
+                                                                                        monkeypatch):
+    """An older version decodes through newer ones (delta chains): after its pull the
+    cache holds every object the version needs, so it checks out with the remote gone,
+    and the fetch that ends the pull looked at none of what the restore decoded."""
+    from ckptvc.objects.objectdb import ObjectDB
+
+    series = training_series(4, seed=5)
+    blobs = []
+    for k, tensors in enumerate(series):
+        write_safetensors(workdir / f"s{k}.safetensors", tensors)
+        blobs.append((workdir / f"s{k}.safetensors").read_bytes())
+    shas = commit_versions(cli, workdir, "m.safetensors", blobs)
+    cli("push", "--all-commits")
+    dest = clone(workdir, tmp_path / "fresh")
+    os.chdir(dest)
+    cli("pull")
+    walked: list[set[str]] = []
+    closure = ObjectDB.closure
+
+    def spy(self, oids, store=None, complete=frozenset()):
+        out = closure(self, oids, store, complete)
+        walked.append(out)
+        return out
+
+    monkeypatch.setattr(ObjectDB, "closure", spy)
+    cli("pull", shas[0])
+    assert (dest / "m.safetensors").read_bytes() == blobs[0]
+    assert walked == [set()]  # every chunk was decoded, with its chain: nothing left to walk
+    monkeypatch.setattr(ObjectDB, "closure", closure)
+    with Repo.open(dest) as repo:
+        db = repo.objectdb(False)
+        chunk_ids = db.get_manifest(repo.pointers_at(shas[0])["m.safetensors"].manifest).chunk_ids()
+        needed = db.closure(chunk_ids)
+        assert len(needed) > len(chunk_ids)  # chains: bases beyond the version's own chunks
+        assert not db.missing(needed)
+        shutil.rmtree(repo.remote_store(None)[1].root)
+    (dest / "m.safetensors").unlink()
+    cli("checkout", shas[0], "--force")
+    assert (dest / "m.safetensors").read_bytes() == blobs[0]

@@ -108,6 +108,9 @@ class ObjectDB:
         # > 0: a restore's prefetcher reads objects missing from the cache through from
         # the remotes, this many at once, ahead of the decoders (a streaming pull)
         self.fetch_ahead_jobs = 0
+        # ids decoded here, so in the cache with every base of their chains (a read
+        # through stores what it reads): a fetch after a restore need not walk them again
+        self.decoded: set[str] = set()
         # objects being read through from a remote: one reader fetches, others wait
         self._inflight: dict[str, threading.Event] = {}
         self._inflight_lock = threading.Lock()
@@ -267,10 +270,13 @@ class ObjectDB:
         has a good copy), to name the corrupt object or to get the right content."""
         cached = self._raw.get(oid)
         if cached is not None:
+            self.decoded.add(oid)
             return cached
         if not verify:
             # the caller proves the content some other way (a whole-file hash)
-            return self._decode(oid, [], verify=False, once=once)
+            raw = self._decode(oid, [], verify=False, once=once)
+            self.decoded.add(oid)
+            return raw
         chain: list[tuple[str, memoryview]] = []
         try:
             raw = self._decode(oid, chain, verify=False, once=once)
@@ -282,6 +288,7 @@ class ObjectDB:
             raw = self._decode(oid, chain, verify=True)
         for base_id, base_raw in chain:
             self._raw.put(base_id, base_raw)
+        self.decoded.add(oid)
         return raw
 
     def _decode(self, oid: str, chain: list[tuple[str, memoryview]], verify: bool, once: bool = False) -> memoryview:
@@ -412,15 +419,18 @@ class ObjectDB:
 
     # ------------------------------------------------------------ closure
 
-    def closure(self, oids: Iterable[str], store: Store | None = None) -> set[str]:
+    def closure(self, oids: Iterable[str], store: Store | None = None,
+                complete: set[str] | frozenset[str] = frozenset()) -> set[str]:
         """Every object needed to decode `oids` in `store`: the objects and the delta
-        bases their stored forms name, read from headers in that store."""
+        bases their stored forms name, read from headers in that store. Objects in
+        `complete` are known to be in the store with their whole chains: they are left
+        out, and so is what only they need."""
         store = store or self.cache
         seen: set[str] = set()
-        todo = [o for o in oids]
+        todo = [o for o in oids if o not in complete]
         while todo:
             oid = todo.pop()
-            if oid in seen:
+            if oid in seen or oid in complete:
                 continue
             seen.add(oid)
             try:
