@@ -183,3 +183,76 @@ def test_wrong_credentials_are_still_reported_by_boto3(s3_server, monkeypatch):
             s.read(okey("anything"))
     finally:
         s.close()
+
+
+def _self_signed(tmp_path, name: str) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    pytest.importorskip("cryptography")  # a dependency of moto[server]
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+class _Body(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    body = rand_bytes(300_000, 42)
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.send_header("ETag", '"abc"')
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_https_is_verified_with_the_ca_bundle_boto3_would_use(tmp_path):
+    import ssl
+
+    cert, key = _self_signed(tmp_path, "server")
+    other_ca, _ = _self_signed(tmp_path, "someone-else")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Body)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    base = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        trusted = DirectGet(_Signer(base), "b", connect_timeout=2, read_timeout=5, ca_bundle=cert)
+        for _ in range(3):  # the connection is kept and used again
+            data, total, etag = trusted.get("objects/ab/cd")
+            assert data == _Body.body and total == len(_Body.body) and etag == '"abc"'
+        data, total, _ = trusted.get("objects/ab/cd", limit=1000)
+        assert data == _Body.body[:1000] and total == len(_Body.body)
+        assert trusted.gets == 4 and trusted.enabled
+
+        stranger = DirectGet(_Signer(base), "b", connect_timeout=2, read_timeout=5, ca_bundle=other_ca)
+        for _ in range(MAX_FAILURES_IN_A_ROW):
+            assert stranger.get("objects/ab/cd") is None  # the certificate is not trusted: boto3's turn
+        assert not stranger.enabled and stranger.gets == 0
+    finally:
+        server.shutdown()
+        server.server_close()
