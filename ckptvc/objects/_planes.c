@@ -190,28 +190,38 @@ static int get_parts(PyObject *seq, Py_buffer *views, int count, const Py_ssize_
     return 0;
 }
 
+/* What weave and unweave share: the item sizes, the element count n of `whole` (the
+ * interleaved buffer, already held), and the buffers of the parts, each n items long.
+ * Returns 0, or -1 with an exception set and `whole` released. */
+static int prepare(Py_buffer *whole, PyObject *parts_seq, PyObject *sizes_seq, Py_buffer *views, Py_ssize_t *sizes,
+                   int *count, Py_ssize_t *n, Py_ssize_t *width, int flags, int optional) {
+    if (parse_sizes(sizes_seq, sizes, count, width) < 0) {
+        PyBuffer_Release(whole);
+        return -1;
+    }
+    if (whole->len % *width) {
+        PyBuffer_Release(whole);
+        PyErr_SetString(PyExc_ValueError, "the interleaved length is not a multiple of the element width");
+        return -1;
+    }
+    *n = whole->len / *width;
+    if (get_parts(parts_seq, views, *count, sizes, *n, flags, optional) < 0) {
+        PyBuffer_Release(whole);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *weave(PyObject *self, PyObject *args) {
     Py_buffer out;
     PyObject *parts_seq, *sizes_seq;
     if (!PyArg_ParseTuple(args, "w*OO", &out, &parts_seq, &sizes_seq))
         return NULL;
-    Py_ssize_t sizes[MAX_PARTS], width;
+    Py_ssize_t sizes[MAX_PARTS], n, width;
     int count;
     Py_buffer views[MAX_PARTS];
-    if (parse_sizes(sizes_seq, sizes, &count, &width) < 0) {
-        PyBuffer_Release(&out);
+    if (prepare(&out, parts_seq, sizes_seq, views, sizes, &count, &n, &width, PyBUF_SIMPLE, 0) < 0)
         return NULL;
-    }
-    if (out.len % width) {
-        PyBuffer_Release(&out);
-        PyErr_SetString(PyExc_ValueError, "output length is not a multiple of the element width");
-        return NULL;
-    }
-    Py_ssize_t n = out.len / width;
-    if (get_parts(parts_seq, views, count, sizes, n, PyBUF_SIMPLE, 0) < 0) {
-        PyBuffer_Release(&out);
-        return NULL;
-    }
     const uint8_t *p[MAX_PARTS];
     for (int i = 0; i < count; i++)
         p[i] = (const uint8_t *)views[i].buf;
@@ -238,23 +248,11 @@ static PyObject *unweave(PyObject *self, PyObject *args) {
     PyObject *outs_seq, *sizes_seq;
     if (!PyArg_ParseTuple(args, "y*OO", &raw, &outs_seq, &sizes_seq))
         return NULL;
-    Py_ssize_t sizes[MAX_PARTS], width;
+    Py_ssize_t sizes[MAX_PARTS], n, width;
     int count;
     Py_buffer views[MAX_PARTS];
-    if (parse_sizes(sizes_seq, sizes, &count, &width) < 0) {
-        PyBuffer_Release(&raw);
+    if (prepare(&raw, outs_seq, sizes_seq, views, sizes, &count, &n, &width, PyBUF_WRITABLE, 1) < 0)
         return NULL;
-    }
-    if (raw.len % width) {
-        PyBuffer_Release(&raw);
-        PyErr_SetString(PyExc_ValueError, "input length is not a multiple of the element width");
-        return NULL;
-    }
-    Py_ssize_t n = raw.len / width;
-    if (get_parts(outs_seq, views, count, sizes, n, PyBUF_WRITABLE, 1) < 0) {
-        PyBuffer_Release(&raw);
-        return NULL;
-    }
     uint8_t *o[MAX_PARTS];
     for (int i = 0; i < count; i++)
         o[i] = views[i].obj != NULL ? (uint8_t *)views[i].buf : NULL;

@@ -115,26 +115,24 @@ def join(planes: list[np.ndarray], out: np.ndarray) -> None:
     _c.weave(out, planes, (1,) * len(planes))
 
 
-def top16(raw) -> np.ndarray:
-    """The high 16 bits of each little-endian 32-bit element."""
+def _half16(raw, high: bool) -> np.ndarray:
     a = _u8(raw)
     if _c is None:
-        return _np_top16(a)
+        return _np_top16(a) if high else _np_low16(a)
     n = len(a) // 4
     out = np.empty(n, dtype=_LE16)
-    _c.unweave(a[: n * 4], [None, out], (2, 2))
+    _c.unweave(a[: n * 4], [None, out] if high else [out, None], (2, 2))
     return out
+
+
+def top16(raw) -> np.ndarray:
+    """The high 16 bits of each little-endian 32-bit element."""
+    return _half16(raw, True)
 
 
 def low16(raw) -> np.ndarray:
     """The low 16 bits of each little-endian 32-bit element."""
-    a = _u8(raw)
-    if _c is None:
-        return _np_low16(a)
-    n = len(a) // 4
-    out = np.empty(n, dtype=_LE16)
-    _c.unweave(a[: n * 4], [out, None], (2, 2))
-    return out
+    return _half16(raw, False)
 
 
 def join_low_top(lo0: np.ndarray, lo1: np.ndarray, top: np.ndarray, out: np.ndarray) -> None:
