@@ -2,9 +2,9 @@
 else in numpy. Both give the same bytes (tests/test_planes_kernels.py holds them to it).
 
 numpy runs a byte-plane join or split as one byte-strided copy per plane; the C loops
-are one vectorised pass. Measured on 4 MiB of float32 here: join 1.44 -> 0.36 ms,
-split 1.35 -> 0.46 ms, top 16 bits 0.34 -> 0.16 ms, a split delta's output
-1.02 -> 0.19 ms. The C module is optional (an install without a compiler gets the numpy
+are one vectorised pass. On 4 MiB of float32 here (bench/kernels.py): join 1.31 -> 0.35 ms,
+split 1.31 -> 0.46 ms, top 16 bits 0.33 -> 0.15-0.17 ms, a split delta's output
+0.99 -> 0.19 ms. The C module is optional (an install without a compiler gets the numpy
 loops); CKPTVC_NO_C_KERNELS=1 turns it off.
 """
 
