@@ -1,10 +1,11 @@
 """Whole-object GETs of an S3 store's objects, outside botocore's request machinery.
 
 A pull downloads hundreds of objects of a few MiB each. Through boto3 each GET cost
-2.6 ms of CPU per 2 MiB here (request building, signing, event hooks, urllib3's body
-reads), against 1.2-1.4 ms for the same GET signed by the same client
+4.1 ms of client CPU per 2 MiB here, 8 at a time (request building, signing, event hooks,
+urllib3's body reads), against 2.6-2.7 ms for the same GET signed by the same client
 (`generate_presigned_url`) and read with http.client over a keep-alive connection per
-thread, the body read straight into one bytes object. On a 2 GiB pull that is ~1 CPU-s.
+thread, the body read straight into one bytes object (bench/floors.py --s3). On a 2 GiB
+pull that was 1-1.9 CPU-s.
 
 This path only ever answers the common case: a 200 with a Content-Length, read whole.
 Anything else (another status, a connection or protocol error, a short body) returns
