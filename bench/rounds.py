@@ -24,26 +24,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# (workload, metric, label): the timed rows that have targets, of run_bench.py's results ...
-LOCAL_ROWS = [
-    ("minilm", "add_commit_s", "MiniLM add+commit, series"),
-    ("minilm", "restore_latest_s", "MiniLM pull latest"),
-    ("minilm", "restore_step2_s", "MiniLM step 2 pull"),
-    ("minilm", "restore_step0_s", "MiniLM step 0 pull"),
-    ("minilm", "restore_others_mean_s", "MiniLM other older pulls (mean)"),
-    ("minilm", "local_checkout_mean_s", "MiniLM checkout, cache has all (mean)"),
-    ("big", "add_commit_s", "2 GiB add+commit v1 + v2"),
-    ("big", "restore_latest_s", "2 GiB fresh clone + pull"),
-    ("big", "restore_v1_s", "2 GiB checkout v1 + pull"),
-    ("status", "status_best_s", "status, 100 files"),
-]
-# ... and of run_s3_bench.py's (SeaweedFS)
-S3_ROWS = [
-    ("minilm", "push_s", "MiniLM push to S3"),
-    ("minilm", "pull_s", "MiniLM pull from S3"),
-    ("big", "push_s", "2 GiB push to S3"),
-    ("big", "pull_s", "2 GiB pull from S3"),
-]
+sys.path.insert(0, str(HERE))
+
+
+def timed_rows(s3: bool) -> list[tuple[str, str, str]]:
+    """(workload, metric, label) of every timed row the bench's own table prints."""
+    if s3:
+        import run_s3_bench as sb
+
+        return [(wl, key, label.strip()) for wl in sb.WORKLOADS for key, label, kind in sb.ROWS
+                if kind == "s" and key not in sb.NO_RATIO]
+    import run_bench as rb
+
+    return [(wl, key, label.strip()) for wl, rows in rb.ROWS.items() for key, label, kind in rows if kind == "s"]
 
 
 def run_round(script: Path, args: list[str]) -> Path:
@@ -58,12 +51,12 @@ def run_round(script: Path, args: list[str]) -> Path:
 def summarize(paths: list[Path]) -> str:
     docs = [json.loads(p.read_text()) for p in paths]
     lines = [f"{len(docs)} rounds: " + ", ".join(p.name for p in paths), "",
-             f"{'metric':40s} {'ckptvc s (median)':>18s} {'DVC s (median)':>15s} {'ratio median':>13s} "
+             f"{'metric':56s} {'ckptvc s (median)':>18s} {'DVC s (median)':>15s} {'ratio median':>13s} "
              f"{'min':>6s} {'max':>6s}  per round"]
     s3 = ["weed" in d.get("meta", {}) for d in docs]
     if any(s3) and not all(s3):
         raise SystemExit("results of run_bench.py and of run_s3_bench.py mixed: summarize them apart")
-    for wl, key, label in (S3_ROWS if all(s3) else LOCAL_ROWS):
+    for wl, key, label in timed_rows(all(s3)):
         mine, theirs, ratios = [], [], []
         for d in docs:
             tools = d.get("workloads", {}).get(wl, {})
@@ -75,7 +68,7 @@ def summarize(paths: list[Path]) -> str:
                 ratios.append(a / b)
         if not ratios:
             continue
-        lines.append(f"{label:40s} {statistics.median(mine):18.2f} {statistics.median(theirs):15.2f} "
+        lines.append(f"{wl + ': ' + label:56s} {statistics.median(mine):18.2f} {statistics.median(theirs):15.2f} "
                      f"{statistics.median(ratios):13.2f} {min(ratios):6.2f} {max(ratios):6.2f}  "
                      + " ".join(f"{r:.2f}" for r in ratios))
     return "\n".join(lines)

@@ -50,8 +50,7 @@ def test_objects_round_trip_through_the_direct_path(store):
     before = store.direct.gets
     for key, data in values.items():
         got = store.read(key)
-        assert type(got) is bytes
-        assert hashlib.blake2b(got).digest() == hashlib.blake2b(data).digest()
+        assert type(got) is bytes and got == data
     assert store.direct.gets - before == len(values)
     assert store.direct.enabled
 
@@ -175,14 +174,46 @@ def test_turned_off_by_the_environment(store, monkeypatch):
         s.close()
 
 
-def test_wrong_credentials_are_still_reported_by_boto3(s3_server, monkeypatch):
-    """Whatever the direct path gets, an error a user must see comes from boto3."""
-    s = S3Store.from_url(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/x", endpoint_url=s3_server.endpoint)
+def test_a_missing_bucket_is_still_reported_by_boto3(s3_server):
+    """The direct path passes a 404 on: the user gets boto3's one-line error, not a KeyError."""
+    bucket = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
+    s = S3Store.from_url(f"s3://{bucket}/x", endpoint_url=s3_server.endpoint)
     try:
-        with pytest.raises((RemoteError, KeyError)):
+        with pytest.raises(RemoteError, match=f"bucket '{bucket}' does not exist"):
             s.read(okey("anything"))
+        assert s.direct.enabled  # a 404 says nothing against the path
     finally:
         s.close()
+
+
+class _Busy(_Stub):
+    status = 503
+
+
+class _NoSigner:
+    def generate_presigned_url(self, *args, **kwargs):
+        raise RuntimeError("no credentials")
+
+
+def test_a_server_error_is_passed_on_without_turning_the_path_off():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Busy)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        d = DirectGet(_Signer(f"http://127.0.0.1:{server.server_address[1]}"), "b", connect_timeout=2,
+                      read_timeout=2)
+        for _ in range(MAX_FAILURES_IN_A_ROW + 1):
+            assert d.get("objects/ab/cd") is None  # boto3 retries a 503
+        assert d.enabled
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_url_that_cannot_be_signed_turns_the_path_off():
+    d = DirectGet(_NoSigner(), "b", connect_timeout=1, read_timeout=1)
+    assert d.get("objects/ab/cd") is None
+    assert not d.enabled
 
 
 def _self_signed(tmp_path, name: str) -> tuple[str, str]:

@@ -284,7 +284,9 @@ class S3Store(Store):
         with self._lock:
             pool, self._pool_obj = self._pool_obj, None
             client, self._client_obj = self._client_obj, None
-            self._direct_obj = None
+            direct, self._direct_obj = self._direct_obj, None
+        if direct is not None:
+            direct.close()
         if pool is not None:
             pool.shutdown(wait=True)
         if client is not None:

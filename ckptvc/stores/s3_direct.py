@@ -87,14 +87,12 @@ class DirectGet:
                 with self._lock:
                     self._failures += 1
                     if self._failures >= MAX_FAILURES_IN_A_ROW:
-                        self.enabled = False
+                        self._turn_off()
                 return None
         return None
 
-    def _get_on(self, conn: http.client.HTTPConnection | None, target: str,
+    def _get_on(self, conn: http.client.HTTPConnection, target: str,
                 limit: int | None) -> tuple[bytes, int, str | None]:
-        if conn is None:
-            raise OSError("no connection")
         if conn.sock is None:
             conn.connect()
             conn.sock.settimeout(self._read_timeout)
@@ -124,6 +122,7 @@ class DirectGet:
         return data, total, etag
 
     def close(self) -> None:
+        """Close the calling thread's connections (a pool's threads take theirs with them)."""
         conns = getattr(self._local, "conns", None)
         if conns:
             for conn in conns.values():
