@@ -5,6 +5,7 @@ itself off where it cannot work (a redirect, failures in a row, a proxy)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import threading
@@ -127,19 +128,26 @@ class _Signer:
         return f"{self.base}/{Params['Bucket']}/{Params['Key']}?X-Amz-Signature=x"
 
 
-def test_a_redirect_turns_the_path_off():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
+@contextlib.contextmanager
+def _serving(handler, tls=None):
+    """A stub HTTP(S) server on 127.0.0.1 answering with `handler`; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        d = DirectGet(_Signer(f"http://127.0.0.1:{server.server_address[1]}"), "b", connect_timeout=2,
-                      read_timeout=2)
-        assert d.get("objects/ab/cd") is None
-        assert not d.enabled
-        assert d.get("objects/ab/cd") is None  # off: no request sent
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_redirect_turns_the_path_off():
+    with _serving(_Stub) as base:
+        d = DirectGet(_Signer(base), "b", connect_timeout=2, read_timeout=2)
+        assert d.get("objects/ab/cd") is None
+        assert not d.enabled
+        assert d.get("objects/ab/cd") is None  # off: no request sent
 
 
 def test_failures_in_a_row_turn_the_path_off():
@@ -196,18 +204,11 @@ class _NoSigner:
 
 
 def test_a_server_error_is_passed_on_without_turning_the_path_off():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Busy)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    try:
-        d = DirectGet(_Signer(f"http://127.0.0.1:{server.server_address[1]}"), "b", connect_timeout=2,
-                      read_timeout=2)
+    with _serving(_Busy) as base:
+        d = DirectGet(_Signer(base), "b", connect_timeout=2, read_timeout=2)
         for _ in range(MAX_FAILURES_IN_A_ROW + 1):
             assert d.get("objects/ab/cd") is None  # boto3 retries a 503
         assert d.enabled
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_url_that_cannot_be_signed_turns_the_path_off():
@@ -264,14 +265,9 @@ def test_https_is_verified_with_the_ca_bundle_boto3_would_use(tmp_path):
 
     cert, key = _self_signed(tmp_path, "server")
     other_ca, _ = _self_signed(tmp_path, "someone-else")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Body)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    base = f"https://127.0.0.1:{server.server_address[1]}"
-    try:
+    with _serving(_Body, ctx) as base:
         trusted = DirectGet(_Signer(base), "b", connect_timeout=2, read_timeout=5, ca_bundle=cert)
         for _ in range(3):  # the connection is kept and used again
             data, total, etag = trusted.get("objects/ab/cd")
@@ -284,6 +280,3 @@ def test_https_is_verified_with_the_ca_bundle_boto3_would_use(tmp_path):
         for _ in range(MAX_FAILURES_IN_A_ROW):
             assert stranger.get("objects/ab/cd") is None  # the certificate is not trusted: boto3's turn
         assert not stranger.enabled and stranger.gets == 0
-    finally:
-        server.shutdown()
-        server.server_close()
